@@ -1,0 +1,5 @@
+"""Domain errors of the auth service; each carries its HTTP status and the contract's ``errorCode``."""
+
+from shared.errors import DomainError, NotFoundError
+
+__all__ = ["DomainError", "NotFoundError"]

@@ -1,0 +1,8 @@
+"""``python -m services.credits``: serve the credits API."""
+
+from services.credits.config import Settings
+from services.credits.main import create_app
+from shared.serve import serve
+
+if __name__ == "__main__":
+    serve(create_app, port=Settings().port)

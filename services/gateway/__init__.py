@@ -1,0 +1,1 @@
+"""gateway: the only public HTTP entry; identifies the caller and the plugin, forwards to the owning service."""

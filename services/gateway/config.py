@@ -1,0 +1,38 @@
+"""Settings of the gateway (env prefix ``GATEWAY_``)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    auth_url: str = "http://127.0.0.1:8101"
+    renders_url: str = "http://127.0.0.1:8102"
+    render_worker_url: str = "http://127.0.0.1:8103"
+    credits_url: str = "http://127.0.0.1:8104"
+    webhooks_url: str = "http://127.0.0.1:8105"
+    webhooks_dispatcher_url: str = "http://127.0.0.1:8106"
+    telemetry_url: str = "http://127.0.0.1:8107"
+    upstream_timeout_seconds: float = 30.0
+    upstream_connect_timeout_seconds: float = 2.0
+    upstream_max_connections: int = 200
+    health_check_timeout_seconds: float = 1.0
+    health_cache_seconds: float = 1.0
+
+    def upstreams(self) -> dict[str, str]:
+        """Every process behind the gateway by name, for routing and health."""
+        return {
+            "auth": self.auth_url,
+            "renders": self.renders_url,
+            "render-worker": self.render_worker_url,
+            "credits": self.credits_url,
+            "webhooks": self.webhooks_url,
+            "webhooks-dispatcher": self.webhooks_dispatcher_url,
+            "telemetry": self.telemetry_url,
+        }

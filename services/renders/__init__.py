@@ -1,0 +1,1 @@
+"""renders service: Renders and projects API; the render worker (second entry point) consumes render.jobs."""

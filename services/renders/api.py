@@ -1,0 +1,13 @@
+"""HTTP routes of the renders service (thin: parse, call ``service``, shape the response).
+
+Every route requires the gateway's internal identity; the public routes arrive with
+renders and projects (renders issue).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from shared.identity import require_identity
+
+router = APIRouter(dependencies=[Depends(require_identity)])

@@ -1,0 +1,1 @@
+"""telemetry service: Operator statistics aggregated from render and gateway events."""

@@ -1,0 +1,8 @@
+"""``python -m services.telemetry``: serve the telemetry API."""
+
+from services.telemetry.config import Settings
+from services.telemetry.main import create_app
+from shared.serve import serve
+
+if __name__ == "__main__":
+    serve(create_app, port=Settings().port)

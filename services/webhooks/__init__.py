@@ -1,0 +1,2 @@
+"""webhooks service: Webhook registrations and delivery log;
+the dispatcher (second entry point) delivers render events."""

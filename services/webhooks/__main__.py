@@ -1,0 +1,8 @@
+"""``python -m services.webhooks``: serve the webhooks API."""
+
+from services.webhooks.config import Settings
+from services.webhooks.main import create_app
+from shared.serve import serve
+
+if __name__ == "__main__":
+    serve(create_app, port=Settings().port)

@@ -1,0 +1,66 @@
+"""Idempotent consumers: the processed event id is recorded in the same transaction as the event's effect.
+
+A consumer wraps each message in :func:`handle_once`; the Kafka offset is committed (the message acked) only after
+that transaction commits, so a crash in between redelivers the event and the recorded id turns it into a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy import Column, DateTime, MetaData, Table, Text, func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.db import unit_of_work
+from shared.events.envelope import CloudEvent
+
+log = structlog.stdlib.get_logger(__name__)
+T = TypeVar("T")
+
+EVENTS_CONSUMED = Counter("plugin_events_consumed_total", "Events consumed", ["group", "type", "outcome"])
+
+
+def processed_events_table(metadata: MetaData) -> Table:
+    return Table(
+        "processed_events",
+        metadata,
+        Column("event_id", Text, primary_key=True),
+        Column("event_type", Text, nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+async def claim_event(session: AsyncSession, table: Table, event: CloudEvent) -> bool:
+    """Record ``event`` as processed in the caller's transaction; False when it already was."""
+    stmt = (
+        pg_insert(table)
+        .values(event_id=event.id, event_type=event.type)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(table.c.event_id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def handle_once(
+    sessions: async_sessionmaker[AsyncSession],
+    table: Table,
+    event: CloudEvent,
+    effect: Callable[[AsyncSession, CloudEvent], Awaitable[T]],
+    *,
+    group: str,
+) -> T | None:
+    """Run ``effect`` once per event id; returns None (and does nothing) for a duplicate."""
+    structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
+    async with unit_of_work(sessions) as session:
+        if not await claim_event(session, table, event):
+            EVENTS_CONSUMED.labels(group, event.type, "duplicate").inc()
+            log.info("event_duplicate_skipped")
+            return None
+        result = await effect(session, event)
+    EVENTS_CONSUMED.labels(group, event.type, "processed").inc()
+    return result

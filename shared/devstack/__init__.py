@@ -1,0 +1,1 @@
+"""``make run``: embedded engines, migrations, topics, then every process of the platform, stopped together."""

@@ -1,0 +1,48 @@
+"""The platform's processes (ARCHITECTURE.md's table) and the ports they listen on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    module: str
+    port: int
+
+
+def platform_processes() -> list[ProcessSpec]:
+    """Read each process's port from its own settings, so env overrides (``AUTH_PORT`` ...) apply everywhere."""
+    from services.auth.config import Settings as AuthSettings
+    from services.credits.config import Settings as CreditsSettings
+    from services.gateway.config import Settings as GatewaySettings
+    from services.renders.config import Settings as RendersSettings
+    from services.telemetry.config import Settings as TelemetrySettings
+    from services.webhooks.config import Settings as WebhooksSettings
+
+    renders, webhooks = RendersSettings(), WebhooksSettings()
+    return [
+        ProcessSpec("auth", "services.auth", AuthSettings().port),
+        ProcessSpec("renders-api", "services.renders", renders.port),
+        ProcessSpec("render-worker", "services.renders.worker", renders.worker_port),
+        ProcessSpec("credits", "services.credits", CreditsSettings().port),
+        ProcessSpec("webhooks-api", "services.webhooks", webhooks.port),
+        ProcessSpec("webhooks-dispatcher", "services.webhooks.dispatcher", webhooks.dispatcher_port),
+        ProcessSpec("telemetry", "services.telemetry", TelemetrySettings().port),
+        ProcessSpec("gateway", "services.gateway", GatewaySettings().port),
+    ]
+
+
+def gateway_upstream_env(specs: list[ProcessSpec]) -> dict[str, str]:
+    """Point the gateway at the ports the services actually use."""
+    names = {
+        "auth": "GATEWAY_AUTH_URL",
+        "renders-api": "GATEWAY_RENDERS_URL",
+        "render-worker": "GATEWAY_RENDER_WORKER_URL",
+        "credits": "GATEWAY_CREDITS_URL",
+        "webhooks-api": "GATEWAY_WEBHOOKS_URL",
+        "webhooks-dispatcher": "GATEWAY_WEBHOOKS_DISPATCHER_URL",
+        "telemetry": "GATEWAY_TELEMETRY_URL",
+    }
+    return {names[s.name]: f"http://127.0.0.1:{s.port}" for s in specs if s.name in names}

@@ -1,0 +1,137 @@
+"""The contract's error envelope and the handlers that produce it in every app (gateway and services)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.responses import JsonResponse
+
+log = structlog.stdlib.get_logger(__name__)
+
+
+class DomainError(Exception):
+    """A refusal the caller can act on: carries its HTTP status and the contract's ``errorCode``."""
+
+    status_code: int = 400
+    error_code: str = "INVALID_INPUT"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        status_code: int | None = None,
+        error_code: str | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.extra = extra or {}
+        self.headers = headers or {}
+        if status_code is not None:
+            self.status_code = status_code
+        if error_code is not None:
+            self.error_code = error_code
+
+
+class NotFoundError(DomainError):
+    status_code = 404
+    error_code = "NOT_FOUND"
+
+
+class AuthRequiredError(DomainError):
+    status_code = 401
+    error_code = "AUTH_REQUIRED"
+
+
+class ServiceUnavailableError(DomainError):
+    status_code = 503
+    error_code = "SERVICE_UNAVAILABLE"
+
+
+class PayloadTooLargeError(DomainError):
+    status_code = 413
+    error_code = "PAYLOAD_TOO_LARGE"
+
+
+def error_body(message: str, code: str, details: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"success": False, "error": message, "errorCode": code, "details": details or {}, **extra}
+
+
+def error_response(
+    status: int,
+    message: str,
+    code: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JsonResponse:
+    return JsonResponse(error_body(message, code, details, **extra), status_code=status, headers=headers)
+
+
+def _request_id(request: Request) -> str | None:
+    rid = structlog.contextvars.get_contextvars().get("request_id")
+    return rid if isinstance(rid, str) else request.headers.get("x-request-id")
+
+
+async def _domain_error(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, DomainError)
+    return error_response(exc.status_code, exc.message, exc.error_code, exc.details, exc.headers, **exc.extra)
+
+
+def _field_of(loc: Any) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
+    return ".".join(parts) or "body"
+
+
+async def _validation_error(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid input", "type": "value_error"}
+    field = _field_of(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        return error_response(
+            400, "Malformed JSON body", "INVALID_INPUT", {"field": "body", "reason": "malformed JSON"}
+        )
+    if first.get("type") == "missing":
+        return error_response(400, f"{field} is required", "MISSING_REQUIRED_FIELD", {"field": field})
+    reason = str(first.get("msg", "invalid value"))
+    return error_response(400, f"Invalid {field}: {reason}", "INVALID_INPUT", {"field": field, "reason": reason})
+
+
+async def _http_error(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 404:
+        return error_response(404, "Not found", "NOT_FOUND", headers=headers)
+    if exc.status_code == 405:
+        return error_response(405, "Method not allowed", "INVALID_INPUT", {"reason": "method"}, headers)
+    if exc.status_code == 413:
+        return error_response(413, "Payload too large", "PAYLOAD_TOO_LARGE", headers=headers)
+    if exc.status_code == 401:
+        return error_response(401, str(exc.detail), "AUTH_REQUIRED", headers=headers)
+    if exc.status_code >= 500:
+        return error_response(exc.status_code, "Service unavailable", "SERVICE_UNAVAILABLE", headers=headers)
+    return error_response(exc.status_code, str(exc.detail), "INVALID_INPUT", headers=headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JsonResponse:
+    log.error("unhandled_exception", error_type=type(exc).__name__, path=request.url.path, exc_info=exc)
+    rid = _request_id(request)
+    headers = {"X-Request-Id": rid} if rid else None
+    return error_response(500, "Internal error", "INTERNAL_ERROR", {"requestId": rid}, headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """One place renders every error of an app in the contract's envelope."""
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

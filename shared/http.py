@@ -1,0 +1,141 @@
+"""What every HTTP app shares: request ids, the error envelope, health and metrics routes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import install_error_handlers
+from shared.identity import IdentityDep
+from shared.responses import JsonResponse
+
+REQUEST_ID_HEADER = b"x-request-id"
+HTTP_REQUESTS = Counter("plugin_http_requests_total", "HTTP requests served", ["service", "method", "status"])
+HTTP_LATENCY = Histogram(
+    "plugin_http_request_duration_seconds",
+    "HTTP request latency",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _valid_request_id(value: bytes) -> str | None:
+    """Accept a caller's id only when it is short and printable, so it is safe in logs and headers."""
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if 0 < len(text) <= 128 and all(c.isalnum() or c in "-_.:" for c in text):
+        return text
+    return None
+
+
+class RequestContextMiddleware:
+    """Pure ASGI middleware: binds ``request_id`` to every log line and echoes ``X-Request-Id``."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                request_id = _valid_request_id(value)
+                break
+        request_id = request_id or new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(service=self.service, request_id=request_id)
+        started = time.perf_counter()
+        status_holder = [500]
+        header_value = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER]
+                headers.append((REQUEST_ID_HEADER, header_value))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            HTTP_REQUESTS.labels(self.service, scope["method"], str(status_holder[0])).inc()
+            HTTP_LATENCY.labels(self.service).observe(time.perf_counter() - started)
+
+
+def health_router(readiness: ReadinessCheck) -> APIRouter:
+    """``/health/live`` (process is up), ``/health/ready`` (its dependencies answer) and ``/metrics``."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/health/live")
+    async def live() -> JsonResponse:
+        return JsonResponse({"status": "ok"})
+
+    @router.get("/health/ready")
+    async def ready() -> JsonResponse:
+        checks = await readiness()
+        ok = all(v == "ok" for v in checks.values())
+        return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def internal_router() -> APIRouter:
+    """``/internal/whoami``: the identity a service received; never routed by the gateway (diagnostics, tests)."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/internal/whoami")
+    async def whoami(identity: IdentityDep) -> JsonResponse:
+        return JsonResponse({"success": True, "data": identity.model_dump()})
+
+    return router
+
+
+def create_app(
+    service: str,
+    *,
+    lifespan: Any,
+    readiness: ReadinessCheck,
+    routers: list[APIRouter],
+    title: str | None = None,
+) -> FastAPI:
+    """The one app factory every service uses, so all of them answer errors and health the same way."""
+    app = FastAPI(
+        title=title or service,
+        lifespan=lifespan,
+        default_response_class=JsonResponse,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(health_router(readiness))
+    app.include_router(internal_router())
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, service=service)
+    return app

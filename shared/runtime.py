@@ -1,0 +1,73 @@
+"""The per-process runtime every service builds in ``main.py``: DB engine, outbox relay, lifespan, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.db import make_engine, make_sessionmaker, ping
+from shared.logging import configure_logging
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+
+log = structlog.stdlib.get_logger(__name__)
+
+
+class Runtime:
+    """Owns the resources of one process; built once per app, torn down by the lifespan."""
+
+    def __init__(self, settings: ServiceSettings, *, service: str, schema: str | None, outbox: bool = False) -> None:
+        self.settings = settings
+        self.service = service
+        self.schema = schema
+        self.engine: AsyncEngine | None = None
+        self.sessions: async_sessionmaker[AsyncSession] | None = None
+        self.relay: OutboxRelay | None = None
+        self._with_outbox = outbox
+        configure_logging(service, json_logs=not settings.is_dev, level=settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = self.settings
+        app.state.runtime = self
+        if self.schema:
+            self.engine = make_engine(
+                self.settings.database_url, schema=self.schema, pool_size=self.settings.db_pool_size
+            )
+            self.sessions = make_sessionmaker(self.engine)
+        if self._with_outbox and self.schema:
+            self.relay = OutboxRelay(
+                database_url=self.settings.database_url,
+                schema=self.schema,
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                batch_size=self.settings.outbox_batch_size,
+                poll_seconds=self.settings.outbox_poll_seconds,
+            )
+            await self.relay.start()
+        log.info("service_started", env=self.settings.app_env)
+        try:
+            yield
+        finally:
+            if self.relay:
+                await self.relay.stop()
+            if self.engine:
+                await self.engine.dispose()
+            log.info("service_stopped")
+
+    async def readiness(self) -> dict[str, Any]:
+        """The hard dependencies of this process; Kafka is not one (the outbox keeps events until it is back)."""
+        checks: dict[str, Any] = {}
+        if self.engine is not None:
+            try:
+                await asyncio.wait_for(ping(self.engine), 2)
+                checks["database"] = "ok"
+            except Exception as exc:
+                checks["database"] = f"error: {type(exc).__name__}"
+        return checks

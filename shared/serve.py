@@ -1,0 +1,22 @@
+"""Run an ASGI app factory with uvicorn (uvloop + httptools), the way every process entry point does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import uvicorn
+from fastapi import FastAPI
+
+
+def serve(factory: Callable[[], FastAPI], *, port: int, host: str = "127.0.0.1") -> None:
+    uvicorn.run(
+        factory(),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=20,
+        server_header=False,
+    )

@@ -1,0 +1,66 @@
+"""Settings base shared by every service.
+
+Engine URLs and cross-service secrets are read without a prefix (``DATABASE_URL``, ``KAFKA_BOOTSTRAP_SERVERS``,
+``REDIS_URL``, ``INTERNAL_IDENTITY_SECRET`` ...) because every process of one deployment shares them; a service's
+own settings carry its prefix (``GATEWAY_``, ``AUTH_`` ...) through ``model_config["env_prefix"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_MARK = "change-me"
+AppEnv = Literal["dev", "test", "production"]
+
+
+def _unprefixed(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every process reads; subclasses add their own with an env prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    app_env: AppEnv = Field("production", validation_alias=_unprefixed("APP_ENV"))
+    log_level: str = Field("INFO", validation_alias=_unprefixed("LOG_LEVEL"))
+    database_url: str = Field(
+        "postgresql+asyncpg://postgres@127.0.0.1:55432/platform", validation_alias=_unprefixed("DATABASE_URL")
+    )
+    db_pool_size: int = Field(10, validation_alias=_unprefixed("DB_POOL_SIZE"))
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias=_unprefixed("KAFKA_BOOTSTRAP_SERVERS"))
+    kafka_partitions: int = Field(12, validation_alias=_unprefixed("KAFKA_PARTITIONS"))
+    kafka_replication_factor: int = Field(1, validation_alias=_unprefixed("KAFKA_REPLICATION_FACTOR"))
+    redis_url: str = Field("redis://127.0.0.1:56379/0", validation_alias=_unprefixed("REDIS_URL"))
+    internal_identity_secret: str = Field(
+        f"dev-internal-identity-secret-{PLACEHOLDER_MARK}",
+        validation_alias=_unprefixed("INTERNAL_IDENTITY_SECRET"),
+    )
+    internal_identity_ttl_seconds: int = Field(60, validation_alias=_unprefixed("INTERNAL_IDENTITY_TTL_SECONDS"))
+    storage_backend: Literal["local"] = Field("local", validation_alias=_unprefixed("STORAGE_BACKEND"))
+    storage_dir: str = Field("var/storage", validation_alias=_unprefixed("STORAGE_DIR"))
+    storage_signing_secret: str = Field(
+        f"dev-storage-signing-secret-{PLACEHOLDER_MARK}", validation_alias=_unprefixed("STORAGE_SIGNING_SECRET")
+    )
+    public_base_url: str = Field("http://127.0.0.1:8080", validation_alias=_unprefixed("PUBLIC_BASE_URL"))
+    outbox_batch_size: int = Field(500, validation_alias=_unprefixed("OUTBOX_BATCH_SIZE"))
+    outbox_poll_seconds: float = Field(1.0, validation_alias=_unprefixed("OUTBOX_POLL_SECONDS"))
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> ServiceSettings:
+        """Placeholder secrets are for a laptop only: anywhere else they would make tokens forgeable."""
+        if self.app_env == "dev":
+            return self
+        for name, value in self:
+            if isinstance(value, str) and "secret" in name and PLACEHOLDER_MARK in value:
+                raise ValueError(
+                    f"{name.upper()} still holds its placeholder; set a real secret or run with APP_ENV=dev"
+                )
+        return self
+
+    @property
+    def is_dev(self) -> bool:
+        return self.app_env == "dev"

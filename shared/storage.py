@@ -1,0 +1,98 @@
+"""Object storage port and its local-directory adapter; download URLs are HMAC-signed and expire.
+
+The gateway serves ``/files/<key>?expires=..&signature=..`` after checking the signature, so outputs can be fetched
+without credentials for as long as the URL is valid and never after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote, urlencode
+
+FILES_PREFIX = "/files/"
+DEFAULT_URL_TTL_SECONDS = 3600 * 24
+
+
+class StorageError(Exception):
+    pass
+
+
+class Storage(Protocol):
+    async def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    async def get(self, key: str) -> bytes: ...
+    async def exists(self, key: str) -> bool: ...
+    def signed_url(self, key: str, ttl_seconds: int = DEFAULT_URL_TTL_SECONDS) -> str: ...
+    async def check(self) -> None: ...
+
+
+def _safe_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"invalid storage key: {key!r}")
+    return key
+
+
+def sign(secret: str, key: str, expires: int) -> str:
+    return hmac.new(secret.encode(), f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, key: str, expires: str, signature: str, now: float | None = None) -> bool:
+    """True when ``signature`` was made with ``secret`` for ``key`` and ``expires`` is still in the future."""
+    if not expires.isdigit() or int(expires) < (now if now is not None else time.time()):
+        return False
+    return hmac.compare_digest(sign(secret, key, int(expires)), signature)
+
+
+class LocalStorage:
+    """Files under a directory; writes are atomic (temp file + rename) so a reader never sees half a file."""
+
+    def __init__(self, root: str | Path, *, public_base_url: str, signing_secret: str) -> None:
+        self.root = Path(root).resolve()
+        self.public_base_url = public_base_url.rstrip("/")
+        self.signing_secret = signing_secret
+
+    def path_of(self, key: str) -> Path:
+        path = (self.root / _safe_key(key)).resolve()
+        if self.root not in path.parents:
+            raise StorageError(f"invalid storage key: {key!r}")
+        return path
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        path = self.path_of(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    async def get(self, key: str) -> bytes:
+        try:
+            return self.path_of(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(f"no object {key!r}") from exc
+
+    async def exists(self, key: str) -> bool:
+        return self.path_of(key).is_file()
+
+    def signed_url(self, key: str, ttl_seconds: int = DEFAULT_URL_TTL_SECONDS) -> str:
+        expires = int(time.time()) + ttl_seconds
+        query = urlencode({"expires": expires, "signature": sign(self.signing_secret, _safe_key(key), expires)})
+        return f"{self.public_base_url}{FILES_PREFIX}{quote(key)}?{query}"
+
+    async def check(self) -> None:
+        """Readiness: the directory exists and is writable."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+
+
+def make_storage(backend: str, *, storage_dir: str, public_base_url: str, signing_secret: str) -> Storage:
+    if backend == "local":
+        return LocalStorage(storage_dir, public_base_url=public_base_url, signing_secret=signing_secret)
+    raise StorageError(f"unknown storage backend {backend!r}")
