@@ -10,11 +10,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter
 from sqlalchemy import Column, DateTime, MetaData, Table, Text, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import unit_of_work
 from shared.events.envelope import CloudEvent
@@ -64,3 +66,35 @@ async def handle_once(
         result = await effect(session, event)
     EVENTS_CONSUMED.labels(group, event.type, "processed").inc()
     return result
+
+
+def subscribe_idempotent(
+    broker: KafkaBroker,
+    topic: str,
+    *,
+    group: str,
+    sessions: async_sessionmaker[AsyncSession],
+    table: Table,
+    effect: Callable[[AsyncSession, CloudEvent], Awaitable[object]],
+    event_types: frozenset[str] | None = None,
+) -> None:
+    """Subscribe ``effect`` to ``topic`` in consumer group ``group``, once per event id.
+
+    The offset is committed only after the effect's transaction commits (ack after success; a raised error nacks,
+    so the record is fetched again). Records that are not CloudEvents, or of types not in ``event_types``, are
+    acknowledged and skipped: a consumer ignores what it does not know.
+    """
+
+    @broker.subscriber(topic, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR, auto_offset_reset="earliest")
+    async def handle(message: KafkaMessage) -> None:
+        record = message.raw_message
+        try:
+            event = CloudEvent.from_kafka(list(record.headers), record.value)  # type: ignore[union-attr]
+        except ValueError as exc:
+            EVENTS_CONSUMED.labels(group, "unknown", "skipped").inc()
+            log.warning("event_not_a_cloudevent", topic=topic, error=str(exc))
+            return
+        if event_types is not None and event.type not in event_types:
+            EVENTS_CONSUMED.labels(group, event.type, "ignored").inc()
+            return
+        await handle_once(sessions, table, event, effect, group=group)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.errors import install_error_handlers
 from shared.identity import IdentityDep
 from shared.responses import JsonResponse
+from shared.settings import ServiceSettings
 
 REQUEST_ID_HEADER = b"x-request-id"
 HTTP_REQUESTS = Counter("plugin_http_requests_total", "HTTP requests served", ["service", "method", "status"])
@@ -118,10 +119,12 @@ def internal_router() -> APIRouter:
 def create_app(
     service: str,
     *,
+    settings: ServiceSettings,
     lifespan: Any,
     readiness: ReadinessCheck,
     routers: list[APIRouter],
     title: str | None = None,
+    internal_routes: bool = True,
 ) -> FastAPI:
     """The one app factory every service uses, so all of them answer errors and health the same way."""
     app = FastAPI(
@@ -132,9 +135,11 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
+    app.state.settings = settings
     install_error_handlers(app)
     app.include_router(health_router(readiness))
-    app.include_router(internal_router())
+    if internal_routes:
+        app.include_router(internal_router())
     for router in routers:
         app.include_router(router)
     app.add_middleware(RequestContextMiddleware, service=service)

@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db import make_engine, make_sessionmaker, ping
+from shared.http import create_app
 from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
@@ -60,6 +60,12 @@ class Runtime:
             if self.engine:
                 await self.engine.dispose()
             log.info("service_stopped")
+
+    def build_app(self, routers: list[APIRouter]) -> FastAPI:
+        """The process's FastAPI app: shared middleware, error envelope, health routes, this lifespan."""
+        return create_app(
+            self.service, settings=self.settings, lifespan=self.lifespan, readiness=self.readiness, routers=routers
+        )
 
     async def readiness(self) -> dict[str, Any]:
         """The hard dependencies of this process; Kafka is not one (the outbox keeps events until it is back)."""

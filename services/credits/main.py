@@ -7,10 +7,9 @@ from fastapi import FastAPI
 from services.credits.api import router
 from services.credits.config import Settings
 from services.credits.models import SCHEMA
-from shared.http import create_app as create_service_app
 from shared.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime(settings or Settings(), service="credits", schema=SCHEMA, outbox=False)
-    return create_service_app("credits", lifespan=runtime.lifespan, readiness=runtime.readiness, routers=[router])
+    return runtime.build_app([router])

@@ -43,4 +43,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def readiness() -> dict[str, Any]:
         return {"process": "ok"}
 
-    return create_service_app("gateway", lifespan=lifespan, readiness=readiness, routers=[router])
+    return create_service_app(
+        "gateway", settings=settings, lifespan=lifespan, readiness=readiness, routers=[router], internal_routes=False
+    )

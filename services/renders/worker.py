@@ -10,14 +10,13 @@ from fastapi import FastAPI
 
 from services.renders.config import Settings
 from services.renders.models import SCHEMA
-from shared.http import create_app as create_service_app
 from shared.runtime import Runtime
 from shared.serve import serve
 
 
 def create_worker_app(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime(settings or Settings(), service="render-worker", schema=SCHEMA, outbox=True)
-    return create_service_app("render-worker", lifespan=runtime.lifespan, readiness=runtime.readiness, routers=[])
+    return runtime.build_app([])
 
 
 if __name__ == "__main__":

@@ -10,14 +10,13 @@ from fastapi import FastAPI
 
 from services.webhooks.config import Settings
 from services.webhooks.models import SCHEMA
-from shared.http import create_app as create_service_app
 from shared.runtime import Runtime
 from shared.serve import serve
 
 
 def create_dispatcher_app(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime(settings or Settings(), service="webhooks-dispatcher", schema=SCHEMA, outbox=True)
-    return create_service_app("webhooks-dispatcher", lifespan=runtime.lifespan, readiness=runtime.readiness, routers=[])
+    return runtime.build_app([])
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from shared.engines import (
     EmbeddedRedis,
     die_with_parent,
     port_open,
-    stop_process,
 )
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
@@ -106,7 +105,7 @@ class Supervisor:
         return env
 
     def spawn(self, spec: ProcessSpec, env: dict[str, str]) -> Child:
-        log = open(self.logs / f"{spec.name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        log = open(self.logs / f"{spec.name}.log", "ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", spec.module],
             env=env,
@@ -125,10 +124,10 @@ class Supervisor:
         self.env_for_children = env
         self.children = [self.spawn(spec, env) for spec in specs]
 
-    async def wait_healthy(self, timeout: float = 90) -> str:
+    async def wait_healthy(self, limit_seconds: float = 90) -> str:
         gateway = next(c for c in self.children if c.spec.name == "gateway")
         url = f"http://127.0.0.1:{gateway.spec.port}/api/plugins/health"
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + limit_seconds
         status = "unreachable"
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() < deadline and not self._stopping.is_set():

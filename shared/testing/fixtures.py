@@ -1,0 +1,237 @@
+"""Pytest plugin: real engines chosen per engine (URL in the environment, else Docker, else embedded).
+
+Tests never touch a running ``make run``: they use their own ports, their own database (a fresh one per session,
+dropped at the end) and their own data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from shared.db import plain_dsn
+from shared.engines import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_port, stop_process
+from shared.kafka import ensure_topics
+from shared.migrations import upgrade
+
+TEST_PARTITIONS = 3
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers; testcontainers is used then (not on machines without one)."""
+    if not shutil.which("docker"):
+        return False
+    probe = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=10)
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("engines")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(engine_dir: Path) -> Iterator[str]:
+    """An admin URL of a PostgreSQL server: ``DATABASE_URL`` wins, then Docker, then the embedded wheel."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    if docker_available():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver="asyncpg") as container:
+            yield container.get_connection_url()
+        return
+    server = EmbeddedPostgres(engine_dir / "postgres", free_port(), engine_dir / "postgres.log")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextmanager
+def migrated_database(server_url: str) -> Iterator[str]:
+    """Create a uniquely named database, apply every service's migrations, drop it afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = plain_dsn(server_url)
+
+    async def admin_exec(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    _run(admin_exec(f'CREATE DATABASE "{name}"'))
+    url = server_url.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        _run(admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine from sync fixture code, even when the test's event loop is already running."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """The session's database (the stack uses it too)."""
+    with migrated_database(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture
+def isolated_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A database of this test alone: no stack process relays or consumes from it."""
+    with migrated_database(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(engine_dir: Path) -> Iterator[str]:
+    """A Kafka-protocol broker with the platform's topics: ``KAFKA_BOOTSTRAP_SERVERS`` wins, else embedded."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        _run(ensure_topics(bootstrap, TEST_PARTITIONS))
+        yield bootstrap
+        return
+    broker = EmbeddedKafka(free_port(), engine_dir / "kafka.log")
+    broker.start()
+    _run(ensure_topics(broker.bootstrap, TEST_PARTITIONS))
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedKafka]:
+    """A broker this test may stop and start (always embedded: an external one cannot be stopped by a test)."""
+    broker = EmbeddedKafka(free_port(), tmp_path / "kafka.log")
+    broker.start()
+    _run(ensure_topics(broker.bootstrap, TEST_PARTITIONS))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(engine_dir: Path) -> Iterator[str]:
+    """``REDIS_URL`` wins, else the embedded redis-server (database 15 of an external one, to stay apart)."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = EmbeddedRedis(free_port(), engine_dir / "redis")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@dataclass
+class Stack:
+    """The whole platform started by the supervisor against the test engines."""
+
+    gateway_url: str
+    service_urls: dict[str, str]
+    env: dict[str, str]
+    var_dir: Path
+
+
+def _stack_env(database_url: str, kafka: str, redis: str, var_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
+    ports = {
+        "GATEWAY_PORT": free_port(),
+        "AUTH_PORT": free_port(),
+        "RENDERS_PORT": free_port(),
+        "RENDERS_WORKER_PORT": free_port(),
+        "CREDITS_PORT": free_port(),
+        "WEBHOOKS_PORT": free_port(),
+        "WEBHOOKS_DISPATCHER_PORT": free_port(),
+        "TELEMETRY_PORT": free_port(),
+    }
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in ports.items()})
+    env.update(
+        {
+            "APP_ENV": "dev",
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "REDIS_URL": redis,
+            "KAFKA_PARTITIONS": str(TEST_PARTITIONS),
+            "VAR_DIR": str(var_dir),
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
+            "LOG_LEVEL": "INFO",
+        }
+    )
+    return env, ports
+
+
+@pytest.fixture(scope="session")
+def stack(
+    database_url: str, kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """Every process of the platform, as ``make run`` starts them, on free ports."""
+    var_dir = tmp_path_factory.mktemp("stack-var")
+    env, ports = _stack_env(database_url, kafka_bootstrap, redis_url, var_dir)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.devstack", "run", "--var-dir", str(var_dir)],
+        env=env,
+        stdout=open(var_dir / "supervisor.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("stack exited: " + (var_dir / "supervisor.log").read_text()[-3000:])
+        try:
+            if httpx.get(gateway + "/api/plugins/health", timeout=2).json().get("status") == "healthy":
+                break
+        except (httpx.HTTPError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            stop_process(proc, signal.SIGTERM, 30)
+            raise RuntimeError("stack not healthy: " + (var_dir / "supervisor.log").read_text()[-3000:])
+        time.sleep(0.2)
+    services = {
+        "auth": f"http://127.0.0.1:{ports['AUTH_PORT']}",
+        "renders": f"http://127.0.0.1:{ports['RENDERS_PORT']}",
+        "render-worker": f"http://127.0.0.1:{ports['RENDERS_WORKER_PORT']}",
+        "credits": f"http://127.0.0.1:{ports['CREDITS_PORT']}",
+        "webhooks": f"http://127.0.0.1:{ports['WEBHOOKS_PORT']}",
+        "webhooks-dispatcher": f"http://127.0.0.1:{ports['WEBHOOKS_DISPATCHER_PORT']}",
+        "telemetry": f"http://127.0.0.1:{ports['TELEMETRY_PORT']}",
+    }
+    try:
+        yield Stack(gateway, services, env, var_dir)
+    finally:
+        stop_process(proc, signal.SIGTERM, 40)
+
+
+@pytest.fixture
+async def gateway_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=10) as client:
+        yield client
