@@ -22,7 +22,7 @@ ISSUER = "gateway"
 AUDIENCE = "internal"
 ALGORITHM = "HS256"
 
-AuthMethod = Literal["bearer", "api_key", "none"]
+AuthMethod = Literal["bearer", "api_key", "service", "none"]
 
 
 class Identity(BaseModel):
@@ -37,6 +37,7 @@ class Identity(BaseModel):
     plugin_version: str | None = None
     user_agent: str | None = None
     request_id: str | None = None
+    service: str | None = None
 
     @property
     def is_authenticated(self) -> bool:
@@ -86,3 +87,14 @@ async def require_identity(request: Request) -> Identity:
 
 
 IdentityDep = Annotated[Identity, Depends(require_identity)]
+
+
+async def require_service_identity(request: Request) -> Identity:
+    """Dependency of ``/internal/*`` routes: only another service (never a user through the gateway) may call."""
+    identity = await require_identity(request)
+    if identity.auth_method != "service":
+        raise AuthRequiredError("Internal route: service callers only")
+    return identity
+
+
+ServiceIdentityDep = Annotated[Identity, Depends(require_service_identity)]

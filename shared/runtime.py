@@ -3,27 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI
+from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db import make_engine, make_sessionmaker, ping
 from shared.http import create_app
+from shared.kafka import make_broker
 from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 
 log = structlog.stdlib.get_logger(__name__)
 
+SubscriberWiring = Callable[[KafkaBroker, async_sessionmaker[AsyncSession]], None]
+"""Registers a process's subscribers on its broker (a service's ``events.wire``), given its sessionmaker."""
+
 
 class Runtime:
     """Owns the resources of one process; built once per app, torn down by the lifespan."""
 
-    def __init__(self, settings: ServiceSettings, *, service: str, schema: str | None, outbox: bool = False) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        service: str,
+        schema: str | None,
+        outbox: bool = False,
+        subscribers: SubscriberWiring | None = None,
+    ) -> None:
         self.settings = settings
         self.service = service
         self.schema = schema
@@ -31,6 +44,8 @@ class Runtime:
         self.sessions: async_sessionmaker[AsyncSession] | None = None
         self.relay: OutboxRelay | None = None
         self._with_outbox = outbox
+        self._subscribers = subscribers
+        self.broker: KafkaBroker | None = None
         configure_logging(service, json_logs=not settings.is_dev, level=settings.log_level)
 
     @asynccontextmanager
@@ -51,10 +66,17 @@ class Runtime:
                 poll_seconds=self.settings.outbox_poll_seconds,
             )
             await self.relay.start()
+        if self._subscribers is not None:
+            assert self.sessions is not None, "a consuming process needs its schema"
+            self.broker = make_broker(self.settings.kafka_bootstrap_servers, client_id=self.service)
+            self._subscribers(self.broker, self.sessions)
+            await self.broker.start()
         log.info("service_started", env=self.settings.app_env)
         try:
             yield
         finally:
+            if self.broker:
+                await self.broker.stop()
             if self.relay:
                 await self.relay.stop()
             if self.engine:

@@ -1,0 +1,60 @@
+"""Service-to-service HTTP: a pooled client that signs a ``service`` identity on every call.
+
+Used for the few synchronous calls the architecture allows (auth -> credits grant at signup, renders -> credits
+reserve at create, gateway -> auth key verification). The request id of the current log context is propagated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import structlog
+
+from shared.errors import DomainError, ServiceUnavailableError
+from shared.identity import IDENTITY_HEADER, Identity, sign_identity
+
+
+class InternalClient:
+    def __init__(self, base_url: str, *, caller: str, secret: str, timeout: float = 5.0) -> None:
+        self.caller = caller
+        self.secret = secret
+        self.http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            trust_env=False,
+        )
+
+    def _headers(self, user_id: str | None) -> dict[str, str]:
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        identity = Identity(auth_method="service", service=self.caller, user_id=user_id, request_id=request_id)
+        headers = {IDENTITY_HEADER: sign_identity(identity, self.secret)}
+        if request_id:
+            headers["x-request-id"] = str(request_id)
+        return headers
+
+    async def request(
+        self, method: str, path: str, *, user_id: str | None = None, json: Any = None, params: Any = None
+    ) -> Any:
+        """The ``data`` of a successful answer; a contract error is re-raised as the same ``DomainError``."""
+        try:
+            response = await self.http.request(method, path, json=json, params=params, headers=self._headers(user_id))
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailableError(
+                "A platform service is temporarily unavailable", details={"service": str(self.http.base_url)}
+            ) from exc
+        body = response.json() if response.content else {}
+        if response.status_code >= 400:
+            known = {"success", "error", "errorCode", "details"}
+            raise DomainError(
+                body.get("error", "upstream error"),
+                status_code=response.status_code,
+                error_code=body.get("errorCode", "INTERNAL_ERROR"),
+                details=body.get("details") or {},
+                extra={k: v for k, v in body.items() if k not in known},
+            )
+        return body.get("data", body)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
