@@ -56,13 +56,17 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        state = scope.setdefault("state", {})
+        if "request_id" in state:  # an outer instance already did the work (the gateway wraps its FastAPI app)
+            await self.app(scope, receive, send)
+            return
         request_id = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
                 request_id = _valid_request_id(value)
                 break
         request_id = request_id or new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        state["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(service=self.service, request_id=request_id)
         started = time.perf_counter()

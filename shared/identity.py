@@ -98,3 +98,14 @@ async def require_service_identity(request: Request) -> Identity:
 
 
 ServiceIdentityDep = Annotated[Identity, Depends(require_service_identity)]
+
+
+async def require_user(request: Request) -> Identity:
+    """Dependency of user routes: the gateway authenticated a user (Bearer token or API key)."""
+    identity = await require_identity(request)
+    if identity.user_id is None:
+        raise AuthRequiredError("Authentication required: send a Bearer token or an X-Api-Key")
+    return identity
+
+
+UserIdentityDep = Annotated[Identity, Depends(require_user)]

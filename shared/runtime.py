@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import structlog
@@ -21,6 +21,9 @@ from shared.settings import ServiceSettings
 
 log = structlog.stdlib.get_logger(__name__)
 
+Resources = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+"""A service's own process-wide resources (clients, keys), opened after the runtime's and closed before them."""
+
 SubscriberWiring = Callable[[KafkaBroker, async_sessionmaker[AsyncSession]], None]
 """Registers a process's subscribers on its broker (a service's ``events.wire``), given its sessionmaker."""
 
@@ -36,6 +39,7 @@ class Runtime:
         schema: str | None,
         outbox: bool = False,
         subscribers: SubscriberWiring | None = None,
+        resources: Resources | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -45,6 +49,7 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         self._with_outbox = outbox
         self._subscribers = subscribers
+        self._resources = resources
         self.broker: KafkaBroker | None = None
         configure_logging(service, json_logs=not settings.is_dev, level=settings.log_level)
 
@@ -73,7 +78,11 @@ class Runtime:
             await self.broker.start()
         log.info("service_started", env=self.settings.app_env)
         try:
-            yield
+            if self._resources is not None:
+                async with self._resources(app):
+                    yield
+            else:
+                yield
         finally:
             if self.broker:
                 await self.broker.stop()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
-def serve(factory: Callable[[], FastAPI], *, port: int, host: str = "127.0.0.1") -> None:
+def serve(factory: Callable[[], ASGIApp], *, port: int, host: str = "127.0.0.1") -> None:
     uvicorn.run(
         factory(),
         host=host,

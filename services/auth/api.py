@@ -1,13 +1,111 @@
-"""HTTP routes of the auth service (thin: parse, call ``service``, shape the response).
-
-Every route requires the gateway's internal identity; the public routes arrive with
-signup, signin, refresh, signout, me, API keys and JWKS (identity issue).
-"""
+"""HTTP routes of the auth service (thin: parse, call ``service``, shape the response)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from datetime import datetime
 
-from shared.identity import require_identity
+from fastapi import APIRouter, Depends, Query
 
-router = APIRouter(dependencies=[Depends(require_identity)])
+from services.auth import service
+from services.auth.deps import ContextDep, ServiceIdentityDep, SessionDep, UserIdentityDep
+from services.auth.errors import BearerRequiredError
+from services.auth.models import (
+    AuthResponse,
+    CreateKeyRequest,
+    KeyUsageReport,
+    RefreshRequest,
+    SigninRequest,
+    SignupRequest,
+    TokenPair,
+    VerifyKeyRequest,
+)
+from shared.identity import Identity, require_identity
+from shared.responses import JsonResponse
+
+public = APIRouter(dependencies=[Depends(require_identity)])
+internal = APIRouter()
+
+
+def _bearer_only(identity: Identity) -> None:
+    if identity.auth_method != "bearer":
+        raise BearerRequiredError()
+
+
+@public.post("/api/plugins/auth/signup", status_code=201, response_model=AuthResponse)
+async def signup(body: SignupRequest, session: SessionDep, ctx: ContextDep) -> AuthResponse:
+    return await service.signup(session, ctx, body)
+
+
+@public.post("/api/plugins/auth/signin", response_model=AuthResponse)
+async def signin(body: SigninRequest, session: SessionDep, ctx: ContextDep) -> AuthResponse:
+    return await service.signin(session, ctx, body)
+
+
+@public.post("/api/plugins/auth/refresh", response_model=TokenPair)
+async def refresh(body: RefreshRequest, session: SessionDep, ctx: ContextDep) -> TokenPair:
+    return await service.refresh(session, ctx, body.refresh_token)
+
+
+@public.post("/api/plugins/auth/signout")
+async def signout(body: RefreshRequest, session: SessionDep) -> JsonResponse:
+    await service.signout(session, body.refresh_token)
+    return JsonResponse({"success": True})
+
+
+@public.get("/api/plugins/auth/me")
+async def me(identity: UserIdentityDep, session: SessionDep, ctx: ContextDep) -> JsonResponse:
+    assert identity.user_id is not None
+    user = await service.me(session, ctx, identity.user_id)
+    return JsonResponse({"success": True, "user": user.model_dump(mode="json")})
+
+
+@public.post("/api/plugins/keys", status_code=201)
+async def create_key(body: CreateKeyRequest, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
+    _bearer_only(identity)
+    assert identity.user_id is not None
+    created = await service.create_key(session, identity.user_id, body)
+    return JsonResponse({"success": True, "data": created.model_dump(mode="json")}, status_code=201)
+
+
+@public.get("/api/plugins/keys")
+async def list_keys(identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
+    _bearer_only(identity)
+    assert identity.user_id is not None
+    keys = await service.list_keys(session, identity.user_id)
+    return JsonResponse({"success": True, "data": [k.model_dump(mode="json") for k in keys]})
+
+
+@public.delete("/api/plugins/keys/{key_id}")
+async def revoke_key(key_id: str, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
+    _bearer_only(identity)
+    assert identity.user_id is not None
+    await service.revoke_key(session, identity.user_id, key_id)
+    return JsonResponse({"success": True, "message": "API key revoked"})
+
+
+@internal.get("/.well-known/jwks.json")
+async def jwks(ctx: ContextDep) -> JsonResponse:
+    """Public keys only; reachable by the gateway without an identity (it needs them to check identities)."""
+    return JsonResponse(ctx.issuer.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+@internal.post("/internal/keys/verify")
+async def verify_key(body: VerifyKeyRequest, _: ServiceIdentityDep, session: SessionDep) -> JsonResponse:
+    verified = await service.verify_key(session, body.keyHash)
+    return JsonResponse({"success": True, "data": verified.model_dump(mode="json")})
+
+
+@internal.post("/internal/keys/usage")
+async def key_usage(body: KeyUsageReport, _: ServiceIdentityDep, session: SessionDep) -> JsonResponse:
+    updated = await service.record_key_usage(session, body.usage)
+    return JsonResponse({"success": True, "data": {"updated": updated}})
+
+
+@internal.get("/internal/users/deleted")
+async def deleted_users(_: ServiceIdentityDep, session: SessionDep, since: datetime = Query()) -> JsonResponse:
+    return JsonResponse({"success": True, "data": {"userIds": await service.deleted_since(session, since)}})
+
+
+router = APIRouter()
+router.include_router(public)
+router.include_router(internal)

@@ -1,5 +1,20 @@
 """Dependency aliases of the auth service."""
 
-from shared.deps import PrincipalDep, SessionDep
+from __future__ import annotations
 
-__all__ = ["PrincipalDep", "SessionDep"]
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.auth.service import AuthContext
+from shared.deps import PrincipalDep, SessionDep
+from shared.identity import ServiceIdentityDep, UserIdentityDep
+
+__all__ = ["ContextDep", "PrincipalDep", "ServiceIdentityDep", "SessionDep", "UserIdentityDep"]
+
+
+def _context(request: Request) -> AuthContext:
+    return request.app.state.auth
+
+
+ContextDep = Annotated[AuthContext, Depends(_context)]

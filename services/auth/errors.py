@@ -1,5 +1,60 @@
 """Domain errors of the auth service; each carries its HTTP status and the contract's ``errorCode``."""
 
-from shared.errors import DomainError, NotFoundError
+from __future__ import annotations
 
-__all__ = ["DomainError", "NotFoundError"]
+from shared.errors import AuthRequiredError, DomainError, NotFoundError
+
+__all__ = [
+    "AlreadyExistsError",
+    "AuthRequiredError",
+    "BearerRequiredError",
+    "InvalidCredentialsError",
+    "InvalidTokenError",
+    "NotFoundError",
+    "RefreshFailedError",
+]
+
+
+class AlreadyExistsError(DomainError):
+    status_code = 409
+    error_code = "ALREADY_EXISTS"
+
+
+class InvalidCredentialsError(DomainError):
+    status_code = 401
+    error_code = "INVALID_CREDENTIALS"
+
+    def __init__(self) -> None:
+        super().__init__("Invalid email or password")
+
+
+class RefreshFailedError(DomainError):
+    status_code = 401
+    error_code = "REFRESH_FAILED"
+
+    def __init__(self) -> None:
+        super().__init__("Refresh token is invalid, expired or already used; sign in again")
+
+
+class InvalidTokenError(DomainError):
+    status_code = 401
+    error_code = "INVALID_TOKEN"
+
+
+class BearerRequiredError(DomainError):
+    """API keys carry plugin scopes only; managing keys needs the account itself (a Bearer token)."""
+
+    status_code = 403
+    error_code = "INSUFFICIENT_PERMISSIONS"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "API keys cannot manage API keys; use a Bearer access token",
+            details={"requiredScope": "keys:manage", "reason": "bearer token required"},
+        )
+
+
+class ApiKeyRefusedError(DomainError):
+    """Verification outcome for the gateway: unknown, revoked or expired key."""
+
+    status_code = 401

@@ -1,7 +1,18 @@
-"""Tables of the ``auth`` schema."""
+"""Tables of the ``auth`` schema: users, refresh tokens (rotating families), API keys, and the outbox."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, field_validator
+from pydantic import Field as PydanticField
+from sqlalchemy import Column, DateTime, Index, Text, func
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlmodel import Field
+
+from shared.apikeys import SCOPES
 from shared.models import SQLModel, registry_for_schema
 from shared.outbox import outbox_table
 
@@ -14,4 +25,163 @@ class AuthModel(SQLModel, registry=schema_registry):
     """Base of the auth schema's SQLModel tables."""
 
 
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def _ts(nullable: bool = True, default_now: bool = False) -> Column:
+    return Column(DateTime(timezone=True), nullable=nullable, server_default=func.now() if default_now else None)
+
+
+class User(AuthModel, table=True):
+    __tablename__ = "users"
+
+    id: str = Field(default_factory=_uuid, primary_key=True)
+    email: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    name: str | None = None
+    password_hash: str
+    is_operator: bool = False
+    created_at: datetime | None = Field(default=None, sa_column=_ts(False, True))
+    deleted_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class RefreshToken(AuthModel, table=True):
+    """One link of a rotation chain; ``family_id`` ties every token descended from one signin."""
+
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (Index("ix_refresh_tokens_family", "family_id"),)
+
+    id: str = Field(default_factory=_uuid, primary_key=True)
+    user_id: str = Field(index=True)
+    family_id: str
+    parent_id: str | None = None
+    token_hash: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    created_at: datetime | None = Field(default=None, sa_column=_ts(False, True))
+    expires_at: datetime = Field(sa_column=_ts(False))
+    used_at: datetime | None = Field(default=None, sa_column=_ts())
+    revoked_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class ApiKey(AuthModel, table=True):
+    """A plugin API key, stored as a SHA-256 of the key (the key has ≥ 128 random bits) plus a display prefix."""
+
+    __tablename__ = "plugin_api_keys"
+
+    id: str = Field(default_factory=_uuid, primary_key=True)
+    user_id: str = Field(index=True)
+    name: str
+    key_hash: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    key_prefix: str
+    scopes: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=_ts())
+    last_used_at: datetime | None = Field(default=None, sa_column=_ts())
+    revoked_at: datetime | None = Field(default=None, sa_column=_ts())
+    created_at: datetime | None = Field(default=None, sa_column=_ts(False, True))
+
+
 outbox = outbox_table(metadata)
+
+
+# --- request and response bodies (camelCase where API.md says so) -------------------------------------------------
+Scope = Literal["renders:create", "renders:read", "projects:read", "projects:write", "webhook:write"]
+assert set(SCOPES) == set(Scope.__args__)  # type: ignore[attr-defined]
+
+
+class SignupRequest(BaseModel):
+    email: EmailStr
+    password: str = PydanticField(min_length=8, max_length=1024)
+    name: str | None = PydanticField(default=None, max_length=200)
+
+
+class SigninRequest(BaseModel):
+    email: EmailStr
+    password: str = PydanticField(min_length=1, max_length=1024)
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = PydanticField(min_length=1, max_length=512)
+
+
+class Credits(BaseModel):
+    balance: int = 0
+    totalEarned: int = 0
+    totalSpent: int = 0
+    monthlyEarned: int = 0
+    monthlySpent: int = 0
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    name: str | None
+    created_at: datetime
+    credits: Credits
+
+
+class TokenPair(BaseModel):
+    success: bool = True
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+    token_type: Literal["Bearer"] = "Bearer"
+
+
+class AuthResponse(TokenPair):
+    user: UserOut
+
+
+class CreateKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = PydanticField(min_length=1, max_length=100)
+    scopes: list[Scope] = PydanticField(min_length=1, max_length=len(SCOPES))
+    expiresAt: datetime | None = None
+
+    @field_validator("scopes")
+    @classmethod
+    def _unique(cls, scopes: list[str]) -> list[str]:
+        return list(dict.fromkeys(scopes))
+
+    @field_validator("expiresAt")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must include a timezone (ISO-8601, e.g. 2027-01-01T00:00:00Z)")
+        return value
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    keyPrefix: str
+    scopes: list[str]
+    expiresAt: datetime | None
+    lastUsedAt: datetime | None
+    isActive: bool
+    createdAt: datetime
+
+
+class CreatedKeyOut(BaseModel):
+    id: str
+    name: str
+    key: str
+    keyPrefix: str
+    scopes: list[str]
+    expiresAt: datetime | None
+    createdAt: datetime
+
+
+class VerifyKeyRequest(BaseModel):
+    keyHash: str = PydanticField(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$")
+
+
+class VerifiedKey(BaseModel):
+    keyId: str
+    userId: str
+    scopes: list[str]
+    expiresAt: datetime | None
+    isOperator: bool
+
+
+class KeyUsageReport(BaseModel):
+    usage: dict[str, datetime] = PydanticField(max_length=10000)

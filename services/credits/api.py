@@ -1,13 +1,69 @@
 """HTTP routes of the credits service (thin: parse, call ``service``, shape the response).
 
-Every route requires the gateway's internal identity; the public routes arrive with
-balances, ledger and reservations (renders issue).
+Public routes (``/api/plugins/credits``) arrive through the gateway with the caller's identity and read only the
+caller's own account. Internal routes (``/internal/credits``) are for other services (auth grants at signup,
+renders reserves at create); the gateway never routes ``/internal``, and a user identity is refused on them.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated, Any
 
-from shared.identity import require_identity
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel
 
-router = APIRouter(dependencies=[Depends(require_identity)])
+from services.credits import service
+from services.credits.deps import PrincipalDep, SessionDep
+from services.credits.errors import AuthRequiredError
+from services.credits.models import Credits, GrantRequest, Reservation, ReservationRequest, TransactionsPage
+from shared.identity import Identity, require_service_identity
+from shared.responses import JsonResponse
+
+public_router = APIRouter(prefix="/api/plugins/credits")
+internal_router = APIRouter(prefix="/internal/credits", dependencies=[Depends(require_service_identity)])
+
+UserIdPath = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+def _ok(data: BaseModel, status_code: int = 200) -> JsonResponse:
+    body: dict[str, Any] = {"success": True, "data": data.model_dump(mode="json", by_alias=True)}
+    return JsonResponse(body, status_code=status_code)
+
+
+def _user_of(identity: Identity) -> str:
+    if identity.user_id is None:
+        raise AuthRequiredError("Authentication required")
+    return identity.user_id
+
+
+@public_router.get("", response_model=Credits)
+async def my_credits(identity: PrincipalDep, session: SessionDep) -> JsonResponse:
+    return _ok(await service.summary(session, _user_of(identity)))
+
+
+@public_router.get("/transactions", response_model=TransactionsPage)
+async def my_transactions(
+    identity: PrincipalDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> JsonResponse:
+    return _ok(await service.transactions(session, _user_of(identity), limit, cursor))
+
+
+@internal_router.post("/{user_id}/grants", status_code=201, response_model=Credits)
+async def grant(user_id: UserIdPath, body: GrantRequest, session: SessionDep) -> JsonResponse:
+    return _ok(await service.grant(session, user_id, body.credits, body.reference, body.reason), 201)
+
+
+@internal_router.post("/{user_id}/reservations", status_code=201, response_model=Reservation)
+async def reserve(user_id: UserIdPath, body: ReservationRequest, session: SessionDep) -> JsonResponse:
+    return _ok(await service.reserve(session, user_id, body.render_id, body.credits), 201)
+
+
+@internal_router.get("/{user_id}", response_model=Credits)
+async def credits_of(user_id: UserIdPath, session: SessionDep) -> JsonResponse:
+    return _ok(await service.summary(session, user_id))
+
+
+routers = [public_router, internal_router]

@@ -11,3 +11,6 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CREDITS_", extra="ignore", populate_by_name=True)
 
     port: int = 8104
+    consumer_group: str = "credits"
+    """Consumer group on ``render.events``: one per deployment. Tests set their own, so a test's process never
+    shares partitions with another process of the same broker (a running stack's credits service)."""

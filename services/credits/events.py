@@ -1,4 +1,55 @@
-"""Kafka wiring of the credits service: subscribers and publishers only, delegating to ``service``.
+"""Kafka wiring of the credits service: subscribers only, delegating to ``service``.
 
-Filled in with balances, ledger and reservations (renders issue).
+Consumer group ``credits`` on ``render.events``: a completed render spends its reservation, a failed or canceled
+one returns it. Each event's effect commits together with its processed-event record (``shared.consumer``), so a
+redelivered event has no second effect; the ledger's own idempotency by render id covers distinct events about the
+same render.
 """
+
+from __future__ import annotations
+
+import structlog
+from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.credits import service
+from services.credits.models import processed_events
+from shared.consumer import subscribe_idempotent
+from shared.events.contracts import RenderEventV1
+from shared.events.envelope import CloudEvent
+from shared.events.topics import RENDER_EVENTS
+
+log = structlog.stdlib.get_logger(__name__)
+
+CONSUMER_GROUP = "credits"
+COMPLETED = "render.completed"
+RELEASE_REASONS = {"render.failed": "Render failed", "render.canceled": "Render canceled"}
+SETTLING_EVENTS = frozenset({COMPLETED, *RELEASE_REASONS})
+
+
+async def settle(session: AsyncSession, event: CloudEvent) -> None:
+    """Capture or release the render's reservation; a payload that is not a render event is logged and skipped."""
+    try:
+        data = RenderEventV1.model_validate(event.data)
+    except ValidationError as exc:
+        # Redelivering cannot fix a malformed payload; retrying it forever would stall the partition.
+        log.error("render_event_invalid", errors=exc.errors(include_url=False, include_input=False))
+        return
+    if event.type == COMPLETED:
+        await service.capture(session, data.renderId)
+    else:
+        await service.release(session, data.renderId, RELEASE_REASONS[event.type])
+
+
+def wire(broker: KafkaBroker, sessions: async_sessionmaker[AsyncSession], group: str = CONSUMER_GROUP) -> None:
+    """Register the ``render.events`` subscriber (``Runtime(subscribers=...)`` calls this before starting)."""
+    subscribe_idempotent(
+        broker,
+        RENDER_EVENTS,
+        group=group,
+        sessions=sessions,
+        table=processed_events,
+        effect=settle,
+        event_types=SETTLING_EVENTS,
+    )

@@ -1,16 +1,14 @@
-"""Routes of the gateway: health, signed file downloads, and the catch-all that forwards to the owning service."""
+"""The gateway's own routes: health and signed file downloads. Routed paths never reach FastAPI (see main)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, Response
 
-from services.gateway.deps import ClientDep, HealthDep, SettingsDep, StorageDep
+from services.gateway.deps import HealthDep, SettingsDep, StorageDep
 from services.gateway.health import now_iso, overall_status
 from services.gateway.models import ApiInfo, HealthResponse
 from services.gateway.platform import detect_plugin
-from services.gateway.routing import route_for
-from services.gateway.service import forward
 from shared.errors import NotFoundError
 from shared.responses import JsonResponse
 from shared.storage import LocalStorage, StorageError, verify_signature
@@ -50,13 +48,3 @@ async def download(
     if not path.is_file():
         raise NotFoundError("File not found or link expired")
     return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
-
-
-@router.api_route(
-    "/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"], include_in_schema=False
-)
-async def proxy(request: Request, client: ClientDep, settings: SettingsDep) -> Response:
-    service = route_for(request.url.path)
-    if service is None:
-        raise NotFoundError(f"No route for {request.method} {request.url.path}")
-    return await forward(request, client, settings.upstreams()[service], settings, service)

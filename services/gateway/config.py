@@ -19,11 +19,27 @@ class Settings(ServiceSettings):
     webhooks_url: str = "http://127.0.0.1:8105"
     webhooks_dispatcher_url: str = "http://127.0.0.1:8106"
     telemetry_url: str = "http://127.0.0.1:8107"
-    upstream_timeout_seconds: float = 30.0
+    upstream_timeout_seconds: float = 60.0
     upstream_connect_timeout_seconds: float = 2.0
-    upstream_max_connections: int = 200
+    upstream_max_connections: int = 500
     health_check_timeout_seconds: float = 1.0
     health_cache_seconds: float = 1.0
+    # Access tokens (must match the auth service's issuer and audience).
+    jwt_issuer: str = "plugin-platform"
+    jwt_audience: str = "plugin-api"
+    jwks_min_refetch_seconds: float = 5.0
+    # API keys: verified by auth on a miss, then cached; revocations arrive as events and drop entries at once.
+    api_key_cache_seconds: float = 300.0
+    api_key_negative_cache_seconds: float = 5.0
+    api_key_cache_max_entries: int = 100_000
+    key_usage_flush_seconds: float = 5.0
+    key_events_ready_grace_seconds: float = 30.0
+    # Rate limits (sliding window in Redis, shared by every replica).
+    rate_limit_per_minute: int = 600
+    auth_rate_limit_per_minute: int = 10
+    auth_ip_rate_limit_per_minute: int = 60
+    rate_limit_window_seconds: int = 60
+    max_auth_body_bytes: int = 64 * 1024
 
     def upstreams(self) -> dict[str, str]:
         """Every process behind the gateway by name, for routing and health."""

@@ -1,8 +1,8 @@
-"""Domain errors of the gateway."""
+"""Domain errors of the gateway: the contract's authentication, permission and availability refusals."""
 
 from __future__ import annotations
 
-from shared.errors import ServiceUnavailableError
+from shared.errors import DomainError, ServiceUnavailableError
 
 
 class UpstreamUnavailableError(ServiceUnavailableError):
@@ -10,3 +10,62 @@ class UpstreamUnavailableError(ServiceUnavailableError):
 
     def __init__(self, service: str) -> None:
         super().__init__("The service is temporarily unavailable, retry shortly", details={"service": service})
+
+
+class _Unauthorized(DomainError):
+    status_code = 401
+    message = "Unauthorized"
+
+    def __init__(self) -> None:
+        super().__init__(self.message)
+
+
+class AuthRequiredError(_Unauthorized):
+    error_code = "AUTH_REQUIRED"
+    message = "Authentication required: send a Bearer token or an X-Api-Key"
+
+
+class InvalidTokenError(_Unauthorized):
+    error_code = "INVALID_TOKEN"
+    message = "Invalid access token"
+
+
+class TokenExpiredError(_Unauthorized):
+    error_code = "TOKEN_EXPIRED"
+    message = "Access token expired; refresh it"
+
+
+class InvalidApiKeyError(_Unauthorized):
+    error_code = "INVALID_API_KEY"
+    message = "Invalid API key"
+
+
+class ApiKeyExpiredError(_Unauthorized):
+    error_code = "API_KEY_EXPIRED"
+    message = "This API key has expired"
+
+
+class ApiKeyRevokedError(_Unauthorized):
+    error_code = "API_KEY_REVOKED"
+    message = "This API key has been revoked"
+
+
+class InsufficientPermissionsError(DomainError):
+    status_code = 403
+    error_code = "INSUFFICIENT_PERMISSIONS"
+
+    def __init__(self, required: str, reason: str | None = None) -> None:
+        details = {"requiredScope": required}
+        if reason:
+            details["reason"] = reason
+        super().__init__(reason or f"This credential lacks the {required} scope", details=details)
+
+
+class RateLimitedError(DomainError):
+    status_code = 429
+    error_code = "RATE_LIMIT_EXCEEDED"
+
+
+class PayloadTooLargeError(DomainError):
+    status_code = 413
+    error_code = "PAYLOAD_TOO_LARGE"

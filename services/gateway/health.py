@@ -12,8 +12,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import asyncpg
-import httpx
 from redis.asyncio import Redis
 
 from services.gateway.config import Settings
@@ -26,7 +26,7 @@ CORE_CHECKS = ("database", "authentication", "rendering")
 
 
 class HealthChecker:
-    def __init__(self, settings: Settings, client: httpx.AsyncClient, redis: Redis, storage: Storage) -> None:
+    def __init__(self, settings: Settings, client: aiohttp.ClientSession, redis: Redis, storage: Storage) -> None:
         self.settings = settings
         self.client = client
         self.redis = redis
@@ -36,8 +36,9 @@ class HealthChecker:
 
     async def _service_ready(self, name: str) -> bool:
         url = self.settings.upstreams()[name] + "/health/ready"
-        response = await self.client.get(url, timeout=self.settings.health_check_timeout_seconds)
-        return response.status_code == 200
+        timeout = aiohttp.ClientTimeout(total=self.settings.health_check_timeout_seconds)
+        async with self.client.get(url, timeout=timeout) as response:
+            return response.status == 200
 
     async def _database(self) -> bool:
         conn = await asyncpg.connect(

@@ -1,48 +1,107 @@
-"""App factory of the gateway."""
+"""App factory of the gateway: a plain-ASGI fast path for routed paths in front of a small FastAPI app."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.gateway.api import router
+from services.gateway.authn import ApiKeyVerifier, Denylist, JwtVerifier, KeyUsageRecorder
 from services.gateway.config import Settings
+from services.gateway.events import KeyEventsConsumer, backfill_deleted_users
 from services.gateway.health import HealthChecker
-from services.gateway.service import make_client
+from services.gateway.proxy import make_session
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.routing import route_for
+from services.gateway.service import Pipeline
+from shared.http import RequestContextMiddleware
 from shared.http import create_app as create_service_app
 from shared.logging import configure_logging
 from shared.storage import make_storage
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class GatewayApp:
+    """Routed paths go straight to the pipeline; health, files and unknown paths go to FastAPI."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            service = route_for(scope["path"])
+            if service is not None:
+                await self.app.state.pipeline.handle(scope, receive, send, service)
+                return
+        await self.app(scope, receive, send)
+
+
+@asynccontextmanager
+async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    session = make_session(settings)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
+    denylist = Denylist()
+    usage = KeyUsageRecorder(settings, session)
+    keys = ApiKeyVerifier(settings, session, usage)
+    jwt_verifier = JwtVerifier(settings, session, denylist)
+    app.state.pipeline = Pipeline(
+        settings, session, jwt_verifier, keys, RateLimiter(redis, settings.rate_limit_window_seconds)
+    )
+    app.state.storage = make_storage(
+        settings.storage_backend,
+        storage_dir=settings.storage_dir,
+        public_base_url=settings.public_base_url,
+        signing_secret=settings.storage_signing_secret,
+    )
+    app.state.health = HealthChecker(settings, session, redis, app.state.storage)
+    app.state.key_cache = keys
+    app.state.key_events = KeyEventsConsumer(settings, keys, denylist)
+    tasks = [
+        asyncio.create_task(app.state.key_events.run(), name="key-events"),
+        asyncio.create_task(backfill_deleted_users(settings, session, denylist), name="deleted-users"),
+        asyncio.create_task(usage.run(), name="key-usage"),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await usage.flush()
+        await session.close()
+        await redis.aclose()
+
+
+def create_app(settings: Settings | None = None) -> ASGIApp:
     settings = settings or Settings()
     configure_logging("gateway", json_logs=not settings.is_dev, level=settings.log_level)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.http = make_client(settings)
-        app.state.redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
-        app.state.storage = make_storage(
-            settings.storage_backend,
-            storage_dir=settings.storage_dir,
-            public_base_url=settings.public_base_url,
-            signing_secret=settings.storage_signing_secret,
-        )
-        app.state.health = HealthChecker(settings, app.state.http, app.state.redis, app.state.storage)
-        try:
-            yield
-        finally:
-            await app.state.http.aclose()
-            await app.state.redis.aclose()
+    started = time.monotonic()
 
     async def readiness() -> dict[str, Any]:
-        return {"process": "ok"}
+        """Ready once revocations reach this replica; a broker outage later does not take the gateway out of
+        service (the outbox keeps the events), and neither does one at start-up beyond a grace period."""
+        consumer: KeyEventsConsumer | None = getattr(app.state, "key_events", None)
+        listening = consumer is not None and consumer.ready.is_set()
+        grace_over = time.monotonic() - started > settings.key_events_ready_grace_seconds
+        return {"keyEvents": "ok" if listening or grace_over else "waiting"}
 
-    return create_service_app(
-        "gateway", settings=settings, lifespan=lifespan, readiness=readiness, routers=[router], internal_routes=False
+    app = create_service_app(
+        "gateway",
+        settings=settings,
+        lifespan=gateway_lifespan,
+        readiness=readiness,
+        routers=[router],
+        internal_routes=False,
     )
+    return RequestContextMiddleware(GatewayApp(app), service="gateway")

@@ -1,118 +1,200 @@
-"""Forwarding: one pooled HTTP client, streamed bodies, hop-by-hop and internal headers dropped, identity added."""
+"""The gateway's request pipeline for routed paths: identify, authorize, rate-limit, forward.
+
+It runs as plain ASGI in front of FastAPI (see ``main.GatewayApp``): the hot path pays for no routing tables or
+dependency injection, only for what it must do.
+"""
 
 from __future__ import annotations
 
-import httpx
-import structlog
-from starlette.background import BackgroundTask
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+import hashlib
+from dataclasses import dataclass
 
+import aiohttp
+import orjson
+import structlog
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
+
+from services.gateway.authn import ApiKeyVerifier, JwtVerifier, Principal
 from services.gateway.config import Settings
-from services.gateway.errors import UpstreamUnavailableError
+from services.gateway.errors import (
+    AuthRequiredError,
+    InsufficientPermissionsError,
+    InvalidTokenError,
+    PayloadTooLargeError,
+    RateLimitedError,
+)
 from services.gateway.platform import PluginIdentity, detect_plugin
-from shared.identity import IDENTITY_HEADER, Identity, is_internal_header, sign_identity
+from services.gateway.proxy import forward, upstream_headers
+from services.gateway.ratelimit import Decision, RateLimiter
+from services.gateway.routing import Access, Policy, policy_for
+from shared.errors import DomainError, error_body
+from shared.identity import Identity, sign_identity
 
 log = structlog.stdlib.get_logger(__name__)
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
-BUFFER_LIMIT = 256 * 1024
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    session: aiohttp.ClientSession
+    jwt: JwtVerifier
+    keys: ApiKeyVerifier
+    limiter: RateLimiter
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, service: str) -> None:
+        request_id: str = scope["state"]["request_id"]
+        headers = Headers(scope=scope)
+        plugin = detect_plugin(headers)
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            policy = policy_for(scope["method"], scope["path"])
+            principal = await self.authenticate(headers, policy, request_id)
+            authorize(principal, policy)
+            body = await self._read_small_body(receive, headers) if policy.access is Access.CREDENTIALS else None
+            decision = await self._rate_limit(scope, principal, policy, body)
+            if decision is not None:
+                extra = decision.headers()
+                if not decision.allowed:
+                    raise RateLimitedError(
+                        "Too many requests; retry later",
+                        details={"retryAfter": decision.retry_after},
+                        headers={"Retry-After": str(decision.retry_after)},
+                    )
+            token = sign_identity(
+                build_identity(principal, plugin, headers, request_id),
+                self.settings.internal_identity_secret,
+                self.settings.internal_identity_ttl_seconds,
+            )
+            client_ip = scope["client"][0] if scope.get("client") else ""
+            # The raw path and query, byte for byte: an upstream must see exactly what the client sent.
+            raw_path = scope.get("raw_path") or scope["path"].encode()
+            url = self.settings.upstreams()[service] + raw_path.decode("latin-1")
+            if scope.get("query_string"):
+                url += "?" + scope["query_string"].decode("latin-1")
+            out_headers = upstream_headers(
+                scope["headers"], token, request_id, client_ip, scope["scheme"], keep_length=body is None
+            )
+            await forward(
+                self.session,
+                scope,
+                receive,
+                send,
+                url=url,
+                headers=out_headers,
+                body=body,
+                service=service,
+                extra_headers=extra,
+            )
+        except DomainError as exc:
+            await send_error(send, exc, extra)
+
+    async def authenticate(self, headers: Headers, policy: Policy, request_id: str) -> Principal | None:
+        """API.md: an ``Authorization`` header alone decides; else ``X-Api-Key``; else anonymous."""
+        if policy.access in (Access.PUBLIC, Access.CREDENTIALS):
+            return None
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise InvalidTokenError()
+            return await self.jwt.verify(token.strip())
+        api_key = headers.get("x-api-key")
+        if api_key is not None:
+            return await self.keys.verify(api_key.strip(), request_id)
+        raise AuthRequiredError()
+
+    async def _read_small_body(self, receive: Receive, headers: Headers) -> bytes:
+        """Sign-in family bodies are tiny; read them here (bounded) to rate-limit per IP + email."""
+        limit = self.settings.max_auth_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLargeError(f"Request body over {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"Request body over {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _rate_limit(
+        self, scope: Scope, principal: Principal | None, policy: Policy, body: bytes | None
+    ) -> Decision | None:
+        if principal is not None:
+            subject = principal.key_id or principal.user_id
+            return await self.limiter.check("api", subject, self.settings.rate_limit_per_minute)
+        if policy.access is not Access.CREDENTIALS:
+            return None
+        # Two limits on the sign-in family: per IP + account (email, or the refresh token presented), strict;
+        # and per IP over all accounts, looser (many users can share one NAT address).
+        client_ip = scope["client"][0] if scope.get("client") else "unknown"
+        per_ip = await self.limiter.check("auth-ip", client_ip, self.settings.auth_ip_rate_limit_per_minute)
+        if per_ip is not None and not per_ip.allowed:
+            return per_ip
+        return await self.limiter.check(
+            "auth", f"{client_ip}:{_account_of(body)}", self.settings.auth_rate_limit_per_minute
+        )
 
 
-def make_client(settings: Settings) -> httpx.AsyncClient:
-    limits = httpx.Limits(
-        max_connections=settings.upstream_max_connections,
-        max_keepalive_connections=settings.upstream_max_connections,
-        keepalive_expiry=30,
-    )
-    timeout = httpx.Timeout(settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds)
-    return httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False, trust_env=False)
+def _account_of(body: bytes | None) -> str:
+    """The account a sign-in family request is about: its email, else a digest of its refresh token."""
+    try:
+        payload = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError:
+        return "-"
+    if not isinstance(payload, dict):
+        return "-"
+    email, token = payload.get("email"), payload.get("refresh_token")
+    if isinstance(email, str):
+        return email.strip().lower()[:320]
+    if isinstance(token, str):
+        return "rt:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    return "-"
 
 
-def upstream_headers(request: Request, identity_token: str, request_id: str) -> list[tuple[str, str]]:
-    """Client headers minus hop-by-hop and anything internal-looking, plus the gateway's own."""
-    headers = [
-        (name, value)
-        for name, value in request.headers.items()
-        if name not in HOP_BY_HOP and name != "x-request-id" and not is_internal_header(name)
-    ]
-    client_ip = request.client.host if request.client else ""
-    headers.append((IDENTITY_HEADER, identity_token))
-    headers.append(("x-request-id", request_id))
-    headers.append(("x-forwarded-for", client_ip))
-    headers.append(("x-forwarded-proto", request.url.scheme))
-    return headers
+def authorize(principal: Principal | None, policy: Policy) -> None:
+    if policy.access in (Access.PUBLIC, Access.CREDENTIALS):
+        return
+    assert principal is not None
+    if policy.access is Access.BEARER and principal.auth_method != "bearer":
+        raise InsufficientPermissionsError("keys:manage", "API keys cannot manage API keys; use a Bearer access token")
+    if policy.access is Access.OPERATOR and not (principal.auth_method == "bearer" and principal.is_operator):
+        raise InsufficientPermissionsError("operator", "Operator access token required")
+    if policy.access is Access.SCOPE and policy.scope not in principal.scopes:
+        raise InsufficientPermissionsError(policy.scope or "")
 
 
-def build_identity(request: Request, plugin: PluginIdentity, request_id: str) -> Identity:
-    """The caller as established at the gateway (authentication joins with the identity issue)."""
-    return Identity(
+def build_identity(principal: Principal | None, plugin: PluginIdentity, headers: Headers, request_id: str) -> Identity:
+    base = Identity(
         platform=plugin.platform,
         plugin_version=plugin.version,
-        user_agent=request.headers.get("user-agent"),
+        user_agent=(headers.get("user-agent") or "")[:300] or None,
         request_id=request_id,
     )
-
-
-def _has_body(request: Request) -> bool:
-    length = request.headers.get("content-length")
-    return bool(request.headers.get("transfer-encoding")) or (length is not None and length != "0")
-
-
-async def forward(
-    request: Request, client: httpx.AsyncClient, base_url: str, settings: Settings, service: str
-) -> Response:
-    request_id: str = request.scope["state"]["request_id"]
-    plugin = detect_plugin(request.headers)
-    token = sign_identity(
-        build_identity(request, plugin, request_id),
-        settings.internal_identity_secret,
-        settings.internal_identity_ttl_seconds,
+    if principal is None:
+        return base
+    return base.model_copy(
+        update={
+            "user_id": principal.user_id,
+            "auth_method": principal.auth_method,
+            "key_id": principal.key_id,
+            "scopes": list(principal.scopes),
+            "is_operator": principal.is_operator,
+        }
     )
-    url = base_url + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
-    upstream_request = client.build_request(
-        request.method,
-        url,
-        headers=upstream_headers(request, token, request_id),
-        content=request.stream() if _has_body(request) else None,
-    )
-    try:
-        upstream = await client.send(upstream_request, stream=True)
-    except httpx.TimeoutException as exc:
-        log.warning("upstream_timeout", service=service)
-        raise UpstreamUnavailableError(service) from exc
-    except httpx.TransportError as exc:
-        log.warning("upstream_unreachable", service=service, error=type(exc).__name__)
-        raise UpstreamUnavailableError(service) from exc
-    response_headers = [(k, v) for k, v in upstream.headers.multi_items() if k.lower() not in HOP_BY_HOP]
-    length = upstream.headers.get("content-length")
-    if length is not None and int(length) <= BUFFER_LIMIT:
-        try:
-            body = await upstream.aread()
-        finally:
-            await upstream.aclose()
-        response = Response(body, status_code=upstream.status_code)
-        response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response_headers]
-        response.raw_headers.append((b"content-length", str(len(body)).encode()))
-        return response
-    streaming = StreamingResponse(
-        upstream.aiter_raw(), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
-    )
-    streaming.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response_headers]
-    return streaming
+
+
+async def send_error(send: Send, exc: DomainError, extra: list[tuple[bytes, bytes]]) -> None:
+    payload = orjson.dumps(error_body(exc.message, exc.error_code, exc.details, **exc.extra))
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers + extra})
+    await send({"type": "http.response.body", "body": payload})

@@ -35,7 +35,7 @@ def platform_processes() -> list[ProcessSpec]:
 
 
 def gateway_upstream_env(specs: list[ProcessSpec]) -> dict[str, str]:
-    """Point the gateway at the ports the services actually use."""
+    """Point the gateway, and services that call one another, at the ports the services actually use."""
     names = {
         "auth": "GATEWAY_AUTH_URL",
         "renders-api": "GATEWAY_RENDERS_URL",
@@ -45,4 +45,7 @@ def gateway_upstream_env(specs: list[ProcessSpec]) -> dict[str, str]:
         "webhooks-dispatcher": "GATEWAY_WEBHOOKS_DISPATCHER_URL",
         "telemetry": "GATEWAY_TELEMETRY_URL",
     }
-    return {names[s.name]: f"http://127.0.0.1:{s.port}" for s in specs if s.name in names}
+    urls = {s.name: f"http://127.0.0.1:{s.port}" for s in specs}
+    env = {names[name]: url for name, url in urls.items() if name in names}
+    env["AUTH_CREDITS_URL"] = urls["credits"]
+    return env

@@ -100,6 +100,7 @@ class Supervisor:
         env = dict(os.environ)
         env.setdefault("APP_ENV", "dev")
         env.setdefault("STORAGE_DIR", str(self.var / "storage"))
+        env.setdefault("AUTH_SIGNING_KEYS_DIR", str(self.var / "keys"))
         env.update(self.env)
         env.update(gateway_upstream_env(specs))
         return env

@@ -56,6 +56,12 @@ class ApiKeyRevokedV1(EventData):
     keyHash: str | None = None
 
 
+class UserDeletedV1(EventData):
+    """``user.deleted``: gateways refuse the user's still-unexpired access tokens and drop their cached keys."""
+
+    userId: str
+
+
 class GatewayRequestV1(EventData):
     """``gateway.request``: one public request, for telemetry (published in batches, off the request path)."""
 
@@ -78,6 +84,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     "render.canceled": RenderEventV1,
     "render.job.requested": RenderJobV1,
     "apikey.revoked": ApiKeyRevokedV1,
+    "user.deleted": UserDeletedV1,
     "gateway.request": GatewayRequestV1,
 }
 

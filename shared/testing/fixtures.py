@@ -25,12 +25,14 @@ import asyncpg
 import httpx
 import pytest
 
+from services.gateway.config import Settings as GatewaySettings
 from shared.db import plain_dsn
 from shared.engines import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_port, stop_process
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 
 TEST_PARTITIONS = 3
+OPERATOR_EMAIL = "operator@example.com"
 
 
 def docker_available() -> bool:
@@ -184,6 +186,10 @@ def _stack_env(database_url: str, kafka: str, redis: str, var_dir: Path) -> tupl
             "VAR_DIR": str(var_dir),
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
             "LOG_LEVEL": "INFO",
+            "ADMIN_EMAILS": OPERATOR_EMAIL,
+            "GATEWAY_AUTH_IP_RATE_LIMIT_PER_MINUTE": "100000",  # every test user signs up from 127.0.0.1
+            "AUTH_ARGON2_MEMORY_KIB": "19456",
+            "AUTH_ARGON2_TIME_COST": "2",
         }
     )
     return env, ports
@@ -235,3 +241,59 @@ def stack(
 async def gateway_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=10) as client:
         yield client
+
+
+@dataclass
+class TestUser:
+    """A user signed up through the gateway, with a fresh token pair."""
+
+    email: str
+    password: str
+    user_id: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+async def sign_up(client: httpx.AsyncClient, email: str | None = None, password: str | None = None) -> TestUser:
+    email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+    password = password or f"pw-{uuid.uuid4().hex}"
+    response = await client.post("/api/plugins/auth/signup", json={"email": email, "password": password})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return TestUser(email, password, body["user"]["id"], body["access_token"], body["refresh_token"])
+
+
+@pytest.fixture
+async def user(gateway_client: httpx.AsyncClient) -> TestUser:
+    return await sign_up(gateway_client)
+
+
+@pytest.fixture(scope="session")
+async def operator(stack: Stack) -> TestUser:
+    """The session's operator (``ADMIN_EMAILS`` of the stack), signed up once."""
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=10) as client:
+        return await sign_up(client, email=OPERATOR_EMAIL)
+
+
+def gateway_settings(stack: Stack, **overrides: object) -> GatewaySettings:
+    values: dict[str, object] = {
+        "app_env": "dev",
+        "database_url": stack.env["DATABASE_URL"],
+        "redis_url": stack.env["REDIS_URL"],
+        "kafka_bootstrap_servers": stack.env["KAFKA_BOOTSTRAP_SERVERS"],
+        "storage_dir": str(stack.var_dir / "storage"),
+        "auth_url": stack.service_urls["auth"],
+        "renders_url": stack.service_urls["renders"],
+        "render_worker_url": stack.service_urls["render-worker"],
+        "credits_url": stack.service_urls["credits"],
+        "webhooks_url": stack.service_urls["webhooks"],
+        "webhooks_dispatcher_url": stack.service_urls["webhooks-dispatcher"],
+        "telemetry_url": stack.service_urls["telemetry"],
+        "health_cache_seconds": 0,
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)  # type: ignore[arg-type]

@@ -11,21 +11,20 @@ import pytest
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from services.gateway.config import Settings as GatewaySettings
 from services.gateway.main import create_app as create_gateway
 from shared.engines import EmbeddedKafka, free_port
 from shared.identity import IDENTITY_HEADER, verify_identity
 from shared.settings import ServiceSettings
 from shared.storage import LocalStorage, sign
-from shared.testing.fixtures import Stack
+from shared.testing.fixtures import Stack, TestUser, gateway_settings
 from shared.testing.kafka import wait_until
 from shared.testing.servers import serve_in_thread
 
 DEV = ServiceSettings(app_env="dev")
 
 
-def build_echo() -> FastAPI:
-    """An upstream that reports exactly what reached it."""
+def build_echo(auth_url: str) -> FastAPI:
+    """An upstream that reports exactly what reached it (JWKS and key checks go on to the real auth service)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -40,6 +39,11 @@ def build_echo() -> FastAPI:
                 yield f"data: {i}\n\n".encode()
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.get("/.well-known/jwks.json")
+    async def jwks() -> JSONResponse:
+        async with httpx.AsyncClient() as client:
+            return JSONResponse((await client.get(auth_url + "/.well-known/jwks.json")).json())
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "DELETE"])
     async def echo(path: str, request: Request) -> JSONResponse:
@@ -61,29 +65,9 @@ def build_echo() -> FastAPI:
 
 
 @pytest.fixture(scope="module")
-def echo_url() -> Iterator[str]:
-    with serve_in_thread(build_echo()) as url:
+def echo_url(stack: Stack) -> Iterator[str]:
+    with serve_in_thread(build_echo(stack.service_urls["auth"])) as url:
         yield url
-
-
-def gateway_settings(stack: Stack, **overrides: object) -> GatewaySettings:
-    values: dict[str, object] = {
-        "app_env": "dev",
-        "database_url": stack.env["DATABASE_URL"],
-        "redis_url": stack.env["REDIS_URL"],
-        "kafka_bootstrap_servers": stack.env["KAFKA_BOOTSTRAP_SERVERS"],
-        "storage_dir": str(stack.var_dir / "storage"),
-        "auth_url": stack.service_urls["auth"],
-        "renders_url": stack.service_urls["renders"],
-        "render_worker_url": stack.service_urls["render-worker"],
-        "credits_url": stack.service_urls["credits"],
-        "webhooks_url": stack.service_urls["webhooks"],
-        "webhooks_dispatcher_url": stack.service_urls["webhooks-dispatcher"],
-        "telemetry_url": stack.service_urls["telemetry"],
-        "health_cache_seconds": 0,
-    }
-    values.update(overrides)
-    return GatewaySettings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +83,9 @@ def echo_gateway(stack: Stack, echo_url: str) -> Iterator[str]:
     "path",
     [
         "/api/plugins/auth/signin",
+        "/api/plugins/auth/me",
         "/api/plugins/keys",
         "/api/plugins/keys/abc",
-        "/.well-known/jwks.json",
         "/api/plugins/renders/r1/events",
         "/api/plugins/projects",
         "/api/plugins/credits/transactions",
@@ -110,8 +94,8 @@ def echo_gateway(stack: Stack, echo_url: str) -> Iterator[str]:
         "/admin",
     ],
 )
-def test_public_paths_reach_their_service_unchanged(echo_gateway: str, path: str) -> None:
-    response = httpx.get(echo_gateway + path + "?limit=5&cursor=a%2Fb")
+def test_public_paths_reach_their_service_unchanged(echo_gateway: str, operator: TestUser, path: str) -> None:
+    response = httpx.get(echo_gateway + path + "?limit=5&cursor=a%2Fb", headers=operator.bearer)
     assert response.status_code == 200
     assert response.json()["path"] == path
     assert response.json()["query"] == "limit=5&cursor=a%2Fb"
@@ -125,8 +109,11 @@ def test_unrouted_paths_are_not_found_at_the_gateway(echo_gateway: str, path: st
     assert response.json()["errorCode"] == "NOT_FOUND"
 
 
-def test_spoofed_internal_headers_are_stripped_and_identity_is_the_gateways(echo_gateway: str) -> None:
+def test_spoofed_internal_headers_are_stripped_and_identity_is_the_gateways(
+    echo_gateway: str, operator: TestUser
+) -> None:
     forged = {
+        **operator.bearer,
         "X-Internal-Identity": "forged.token.value",
         "X-Internal-User": "admin",
         "X-User-Id": "someone-else",
@@ -144,8 +131,9 @@ def test_spoofed_internal_headers_are_stripped_and_identity_is_the_gateways(echo
         assert name not in headers
     assert headers[IDENTITY_HEADER] != "forged.token.value"
     identity = seen["identity"]
-    assert identity["user_id"] is None
-    assert identity["auth_method"] == "none"
+    assert identity["user_id"] == operator.user_id
+    assert identity["auth_method"] == "bearer"
+    assert identity["is_operator"] is True
     assert identity["platform"] == "revit"
     assert identity["plugin_version"] == "2.1.0"
     assert identity["request_id"] == "client-req-1"
@@ -153,35 +141,36 @@ def test_spoofed_internal_headers_are_stripped_and_identity_is_the_gateways(echo
     assert response.headers["x-request-id"] == "client-req-1"
 
 
-def test_platform_from_user_agent_reaches_the_service(echo_gateway: str) -> None:
-    response = httpx.get(echo_gateway + "/api/plugins/projects", headers={"User-Agent": "SketchUp/24.0.484"})
+def test_platform_from_user_agent_reaches_the_service(echo_gateway: str, operator: TestUser) -> None:
+    headers = {"User-Agent": "SketchUp/24.0.484", **operator.bearer}
+    response = httpx.get(echo_gateway + "/api/plugins/projects", headers=headers)
     assert response.json()["identity"]["platform"] == "sketchup"
     assert response.json()["identity"]["plugin_version"] == "24.0.484"
 
 
-def test_request_body_is_streamed_through_intact(echo_gateway: str) -> None:
+def test_request_body_is_streamed_through_intact(echo_gateway: str, operator: TestUser) -> None:
     payload = bytes(range(256)) * 40_000  # ~10 MB
 
     def chunks() -> Iterator[bytes]:
         for i in range(0, len(payload), 65536):
             yield payload[i : i + 65536]
 
-    response = httpx.post(echo_gateway + "/api/plugins/renders", content=chunks(), timeout=30)
+    response = httpx.post(echo_gateway + "/api/plugins/renders", content=chunks(), timeout=30, headers=operator.bearer)
     assert response.json()["bodyLength"] == len(payload)
     assert response.json()["bodySha256"] == hashlib.sha256(payload).hexdigest()
 
 
-def test_event_stream_passes_through(echo_gateway: str) -> None:
-    with httpx.stream("GET", echo_gateway + "/api/plugins/renders/stream") as response:
+def test_event_stream_passes_through(echo_gateway: str, operator: TestUser) -> None:
+    with httpx.stream("GET", echo_gateway + "/api/plugins/renders/stream", headers=operator.bearer) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         text = "".join(response.iter_text())
     assert text == "data: 0\n\ndata: 1\n\ndata: 2\n\n"
 
 
-def test_upstream_down_is_service_unavailable(stack: Stack) -> None:
+def test_upstream_down_is_service_unavailable(stack: Stack, operator: TestUser) -> None:
     settings = gateway_settings(stack, credits_url=f"http://127.0.0.1:{free_port()}")
     with serve_in_thread(create_gateway(settings)) as url:
-        response = httpx.get(url + "/api/plugins/credits")
+        response = httpx.get(url + "/api/plugins/credits", headers=operator.bearer)
     assert response.status_code == 503
     assert response.json()["errorCode"] == "SERVICE_UNAVAILABLE"
     assert "Traceback" not in response.text
