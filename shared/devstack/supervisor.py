@@ -102,7 +102,8 @@ class Supervisor:
         env.setdefault("STORAGE_DIR", str(self.var / "storage"))
         env.setdefault("AUTH_SIGNING_KEYS_DIR", str(self.var / "keys"))
         env.update(self.env)
-        env.update(gateway_upstream_env(specs))
+        for name, url in gateway_upstream_env(specs).items():
+            env.setdefault(name, url)  # an explicit URL in the environment wins (e.g. a benchmark's own upstream)
         return env
 
     def spawn(self, spec: ProcessSpec, env: dict[str, str]) -> Child:
