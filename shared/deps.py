@@ -17,5 +17,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the commit runs when the endpoint returns, before the response is sent, so a failed commit
+# becomes an error response instead of a success the database never saw.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 PrincipalDep = IdentityDep

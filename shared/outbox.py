@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import plain_dsn
 from shared.events.envelope import CloudEvent
-from shared.kafka import make_producer
+from shared.kafka import ensure_topics, make_producer
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -114,6 +114,7 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         max_backoff_seconds: float = 5.0,
         retention_seconds: int = 86400,
+        create_topics_partitions: int | None = None,
     ) -> None:
         self.dsn = plain_dsn(database_url)
         self.schema = schema
@@ -122,6 +123,9 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.max_backoff = max_backoff_seconds
         self.retention_seconds = retention_seconds
+        # When set, missing topics are created (with this partition count) before each (re)connection publishes,
+        # so a broker that came back empty never auto-creates them with its own defaults.
+        self.create_topics_partitions = create_topics_partitions
         self.lock_key = zlib.crc32(f"{schema}.outbox".encode())
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
@@ -176,6 +180,8 @@ class OutboxRelay:
             self._listener = await asyncpg.connect(self.dsn)
             await self._listener.add_listener(notify_channel(self.schema), lambda *_: self._wake.set())
         if self._producer is None:
+            if self.create_topics_partitions:
+                await ensure_topics(self.bootstrap, self.create_topics_partitions)
             producer = make_producer(self.bootstrap, client_id=f"{self.schema}-outbox")
             try:
                 await producer.start()

@@ -69,6 +69,7 @@ class Runtime:
                 bootstrap_servers=self.settings.kafka_bootstrap_servers,
                 batch_size=self.settings.outbox_batch_size,
                 poll_seconds=self.settings.outbox_poll_seconds,
+                create_topics_partitions=self.settings.kafka_partitions if self.settings.kafka_create_topics else None,
             )
             await self.relay.start()
         if self._subscribers is not None:

@@ -34,17 +34,29 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias=_unprefixed("KAFKA_BOOTSTRAP_SERVERS"))
     kafka_partitions: int = Field(12, validation_alias=_unprefixed("KAFKA_PARTITIONS"))
     kafka_replication_factor: int = Field(1, validation_alias=_unprefixed("KAFKA_REPLICATION_FACTOR"))
+    # Create missing topics before publishing (dev and tests); with Strimzi, KafkaTopic resources own them.
+    kafka_create_topics: bool = Field(True, validation_alias=_unprefixed("KAFKA_CREATE_TOPICS"))
     redis_url: str = Field("redis://127.0.0.1:56379/0", validation_alias=_unprefixed("REDIS_URL"))
     internal_identity_secret: str = Field(
         f"dev-internal-identity-secret-{PLACEHOLDER_MARK}",
         validation_alias=_unprefixed("INTERNAL_IDENTITY_SECRET"),
     )
     internal_identity_ttl_seconds: int = Field(60, validation_alias=_unprefixed("INTERNAL_IDENTITY_TTL_SECONDS"))
-    storage_backend: Literal["local"] = Field("local", validation_alias=_unprefixed("STORAGE_BACKEND"))
+    storage_backend: Literal["local", "s3"] = Field("local", validation_alias=_unprefixed("STORAGE_BACKEND"))
     storage_dir: str = Field("var/storage", validation_alias=_unprefixed("STORAGE_DIR"))
     storage_signing_secret: str = Field(
         f"dev-storage-signing-secret-{PLACEHOLDER_MARK}", validation_alias=_unprefixed("STORAGE_SIGNING_SECRET")
     )
+    # S3-compatible backend (STORAGE_BACKEND=s3). No endpoint means AWS itself; set one for MinIO or moto. Without
+    # explicit keys boto3's default credential chain applies (env, profile, instance/task role).
+    s3_bucket: str = Field("", validation_alias=_unprefixed("S3_BUCKET"))
+    s3_endpoint_url: str | None = Field(None, validation_alias=_unprefixed("S3_ENDPOINT_URL"))
+    s3_region: str = Field("us-east-1", validation_alias=_unprefixed("S3_REGION"))
+    s3_access_key_id: str | None = Field(None, validation_alias=_unprefixed("S3_ACCESS_KEY_ID"))
+    s3_secret_access_key: str | None = Field(None, validation_alias=_unprefixed("S3_SECRET_ACCESS_KEY"))
+    # Outputs must stay downloadable for at least an hour; SigV4 presigned URLs cannot outlive 7 days.
+    s3_url_ttl_seconds: int = Field(86400, ge=3600, le=604800, validation_alias=_unprefixed("S3_URL_TTL_SECONDS"))
+    s3_create_bucket: bool = Field(False, validation_alias=_unprefixed("S3_CREATE_BUCKET"))
     public_base_url: str = Field("http://127.0.0.1:8080", validation_alias=_unprefixed("PUBLIC_BASE_URL"))
     outbox_batch_size: int = Field(500, validation_alias=_unprefixed("OUTBOX_BATCH_SIZE"))
     outbox_poll_seconds: float = Field(1.0, validation_alias=_unprefixed("OUTBOX_POLL_SECONDS"))

@@ -1,7 +1,8 @@
-"""Object storage port and its local-directory adapter; download URLs are HMAC-signed and expire.
+"""Object storage port, its local-directory adapter and the factory choosing an adapter from settings.
 
-The gateway serves ``/files/<key>?expires=..&signature=..`` after checking the signature, so outputs can be fetched
-without credentials for as long as the URL is valid and never after.
+Local download URLs are HMAC-signed and expire: the gateway serves ``/files/<key>?expires=..&signature=..`` after
+checking the signature, so outputs can be fetched without credentials for as long as the URL is valid and never after.
+The S3 adapter (``shared.storage_s3``) hands out presigned URLs pointing at the bucket instead.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote, urlencode
+
+if TYPE_CHECKING:
+    from shared.settings import ServiceSettings
 
 FILES_PREFIX = "/files/"
 DEFAULT_URL_TTL_SECONDS = 3600 * 24
@@ -31,7 +35,8 @@ class Storage(Protocol):
     async def check(self) -> None: ...
 
 
-def _safe_key(key: str) -> str:
+def safe_key(key: str) -> str:
+    """The key itself when it is a plain relative path: no empty, "." or ".." segment, no leading "/"."""
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise StorageError(f"invalid storage key: {key!r}")
@@ -58,7 +63,7 @@ class LocalStorage:
         self.signing_secret = signing_secret
 
     def path_of(self, key: str) -> Path:
-        path = (self.root / _safe_key(key)).resolve()
+        path = (self.root / safe_key(key)).resolve()
         if self.root not in path.parents:
             raise StorageError(f"invalid storage key: {key!r}")
         return path
@@ -81,7 +86,7 @@ class LocalStorage:
 
     def signed_url(self, key: str, ttl_seconds: int = DEFAULT_URL_TTL_SECONDS) -> str:
         expires = int(time.time()) + ttl_seconds
-        query = urlencode({"expires": expires, "signature": sign(self.signing_secret, _safe_key(key), expires)})
+        query = urlencode({"expires": expires, "signature": sign(self.signing_secret, safe_key(key), expires)})
         return f"{self.public_base_url}{FILES_PREFIX}{quote(key)}?{query}"
 
     async def check(self) -> None:
@@ -93,6 +98,33 @@ class LocalStorage:
 
 
 def make_storage(backend: str, *, storage_dir: str, public_base_url: str, signing_secret: str) -> Storage:
+    """The local adapter from explicit arguments; S3 needs more configuration, see ``storage_from_settings``."""
     if backend == "local":
         return LocalStorage(storage_dir, public_base_url=public_base_url, signing_secret=signing_secret)
+    if backend == "s3":
+        raise StorageError("the s3 storage backend is built with storage_from_settings(settings)")
     raise StorageError(f"unknown storage backend {backend!r}")
+
+
+def storage_from_settings(settings: ServiceSettings) -> Storage:
+    """The adapter ``STORAGE_BACKEND`` names, configured from the shared settings; no network I/O happens here."""
+    if settings.storage_backend == "s3":
+        from shared.storage_s3 import S3Storage  # boto3 is imported only by processes that use it
+
+        if not settings.s3_bucket:
+            raise StorageError("STORAGE_BACKEND=s3 needs S3_BUCKET")
+        return S3Storage(
+            settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url or None,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id or None,
+            secret_access_key=settings.s3_secret_access_key or None,
+            url_ttl_seconds=settings.s3_url_ttl_seconds,
+            create_bucket=settings.s3_create_bucket,
+        )
+    return make_storage(
+        settings.storage_backend,
+        storage_dir=settings.storage_dir,
+        public_base_url=settings.public_base_url,
+        signing_secret=settings.storage_signing_secret,
+    )

@@ -25,7 +25,7 @@ from services.gateway.service import Pipeline
 from shared.http import RequestContextMiddleware
 from shared.http import create_app as create_service_app
 from shared.logging import configure_logging
-from shared.storage import make_storage
+from shared.storage import storage_from_settings
 
 
 class GatewayApp:
@@ -55,12 +55,7 @@ async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pipeline = Pipeline(
         settings, session, jwt_verifier, keys, RateLimiter(redis, settings.rate_limit_window_seconds)
     )
-    app.state.storage = make_storage(
-        settings.storage_backend,
-        storage_dir=settings.storage_dir,
-        public_base_url=settings.public_base_url,
-        signing_secret=settings.storage_signing_secret,
-    )
+    app.state.storage = storage_from_settings(settings)
     app.state.health = HealthChecker(settings, session, redis, app.state.storage)
     app.state.key_cache = keys
     app.state.key_events = KeyEventsConsumer(settings, keys, denylist)

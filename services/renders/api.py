@@ -1,13 +1,138 @@
-"""HTTP routes of the renders service (thin: parse, call ``service``, shape the response).
-
-Every route requires the gateway's internal identity; the public routes arrive with
-renders and projects (renders issue).
-"""
+"""HTTP routes of the renders service (thin: parse, call ``service``/``projects``, shape the response)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated, Literal
 
-from shared.identity import require_identity
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.responses import StreamingResponse
 
-router = APIRouter(dependencies=[Depends(require_identity)])
+from services.renders import projects, service
+from services.renders.deps import ContextDep, SessionDep, UserIdentityDep
+from services.renders.errors import DomainError
+from services.renders.models import ProjectIn
+from services.renders.sse import render_events
+from services.renders.uploads import limit_body, parse_submission
+from shared.db import unit_of_work
+from shared.responses import JsonResponse
+
+router = APIRouter()
+
+StatusFilter = Literal["pending", "processing", "completed", "failed", "canceled"]
+PlatformFilter = Literal["sketchup", "revit", "autocad", "rhino", "archicad", "blender", "unknown"]
+IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+
+
+def _user(identity: object) -> str:
+    user_id = getattr(identity, "user_id", None)
+    assert isinstance(user_id, str)
+    return user_id
+
+
+@router.post("/api/plugins/renders", status_code=202)
+async def create_render(
+    request: Request,
+    identity: UserIdentityDep,
+    session: SessionDep,
+    ctx: ContextDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JsonResponse:
+    submission = await parse_submission(request, ctx.settings.max_upload_bytes)
+    accepted = await service.create_render(session, ctx, identity, submission, idempotency_key)
+    return JsonResponse({"success": True, "data": accepted.model_dump(mode="json")}, status_code=202)
+
+
+@router.get("/api/plugins/renders")
+async def list_renders(
+    identity: UserIdentityDep,
+    session: SessionDep,
+    ctx: ContextDep,
+    status: StatusFilter | None = None,
+    projectId: str | None = Query(default=None, max_length=100),
+    limit: int = Query(default=20, ge=1, le=100),
+    cursor: str | None = Query(default=None, max_length=500),
+) -> JsonResponse:
+    page = await service.list_renders(
+        session, ctx, _user(identity), status=status, project_id=projectId, limit=limit, cursor=cursor
+    )
+    return JsonResponse({"success": True, "data": page.model_dump(mode="json")})
+
+
+@router.get("/api/plugins/renders/{render_id}")
+async def get_render(render_id: str, identity: UserIdentityDep, session: SessionDep, ctx: ContextDep) -> JsonResponse:
+    render = await service.own_render(session, _user(identity), render_id)
+    status = service.to_status(render, ctx.storage, ctx.settings.output_url_ttl_seconds)
+    return JsonResponse({"success": True, "data": status.model_dump(mode="json")})
+
+
+@router.delete("/api/plugins/renders/{render_id}")
+async def cancel_render(
+    render_id: str, identity: UserIdentityDep, session: SessionDep, ctx: ContextDep
+) -> JsonResponse:
+    status = await service.cancel_render(session, ctx, _user(identity), render_id)
+    return JsonResponse({"success": True, "data": status.model_dump(mode="json")})
+
+
+@router.get("/api/plugins/renders/{render_id}/events")
+async def render_event_stream(
+    render_id: str, request: Request, identity: UserIdentityDep, session: SessionDep, ctx: ContextDep
+) -> StreamingResponse:
+    user_id = _user(identity)
+    await service.own_render(session, user_id, render_id)  # 404 before the stream starts
+    sessions = request.app.state.runtime.sessions
+
+    async def load() -> service.RenderStatus:
+        async with unit_of_work(sessions) as fresh:
+            render = await service.own_render(fresh, user_id, render_id)
+            return service.to_status(render, ctx.storage, ctx.settings.output_url_ttl_seconds)
+
+    stream = render_events(request.app.state.status_hub, render_id, load, ctx.settings.sse_heartbeat_seconds)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+@router.get("/api/plugins/projects")
+async def list_projects(
+    identity: UserIdentityDep,
+    session: SessionDep,
+    platform: PlatformFilter | None = None,
+    limit: int = Query(default=50, ge=1, le=100),
+    offset: int = Query(default=0, ge=0, le=1_000_000),
+) -> JsonResponse:
+    page = await projects.list_projects(session, _user(identity), platform=platform, limit=limit, offset=offset)
+    return JsonResponse({"success": True, "data": page.model_dump(mode="json")})
+
+
+@router.post("/api/plugins/projects", status_code=201)
+async def create_project(request: Request, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
+    request = limit_body(request, 64 * 1024)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form(max_files=0, max_fields=10)
+        raw: object = {k: v for k, v in form.items() if isinstance(v, str)}
+    else:
+        try:
+            raw = orjson.loads(await request.body() or b"null")
+        except orjson.JSONDecodeError as exc:
+            raise DomainError("Malformed JSON body", details={"field": "body", "reason": "malformed JSON"}) from exc
+    try:
+        body = ProjectIn.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+    project = await projects.create_project(session, _user(identity), body, identity.platform)
+    return JsonResponse({"success": True, "data": project.model_dump(mode="json")}, status_code=201)
+
+
+@router.get("/api/plugins/projects/{project_id}")
+async def get_project(project_id: str, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
+    project = await projects.get_project(session, _user(identity), project_id)
+    return JsonResponse({"success": True, "data": project.model_dump(mode="json")})
+
+
+@router.delete("/api/plugins/projects/{project_id}")
+async def delete_project(project_id: str, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
+    await projects.delete_project(session, _user(identity), project_id)
+    return JsonResponse({"success": True, "message": "Project deleted"})

@@ -1,5 +1,20 @@
 """Dependency aliases of the renders service."""
 
-from shared.deps import PrincipalDep, SessionDep
+from __future__ import annotations
 
-__all__ = ["PrincipalDep", "SessionDep"]
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.renders.service import RendersContext
+from shared.deps import PrincipalDep, SessionDep
+from shared.identity import UserIdentityDep
+
+__all__ = ["ContextDep", "PrincipalDep", "SessionDep", "UserIdentityDep"]
+
+
+def _context(request: Request) -> RendersContext:
+    return request.app.state.renders
+
+
+ContextDep = Annotated[RendersContext, Depends(_context)]

@@ -1,5 +1,23 @@
 """Domain errors of the renders service; each carries its HTTP status and the contract's ``errorCode``."""
 
-from shared.errors import DomainError, NotFoundError
+from __future__ import annotations
 
-__all__ = ["DomainError", "NotFoundError"]
+from shared.errors import DomainError, NotFoundError, PayloadTooLargeError
+
+__all__ = [
+    "DomainError",
+    "IdempotencyConflictError",
+    "InvalidStateError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+]
+
+
+class InvalidStateError(DomainError):
+    status_code = 409
+    error_code = "INVALID_STATE"
+
+
+class IdempotencyConflictError(DomainError):
+    status_code = 409
+    error_code = "IDEMPOTENCY_CONFLICT"

@@ -48,4 +48,5 @@ def gateway_upstream_env(specs: list[ProcessSpec]) -> dict[str, str]:
     urls = {s.name: f"http://127.0.0.1:{s.port}" for s in specs}
     env = {names[name]: url for name, url in urls.items() if name in names}
     env["AUTH_CREDITS_URL"] = urls["credits"]
+    env["RENDERS_CREDITS_URL"] = urls["credits"]
     return env

@@ -33,6 +33,7 @@ from shared.migrations import upgrade
 
 TEST_PARTITIONS = 3
 OPERATOR_EMAIL = "operator@example.com"
+FAKE_GEMINI_KEY = "fake-gemini-key-for-tests"
 
 
 def docker_available() -> bool:
@@ -161,19 +162,25 @@ class Stack:
     service_urls: dict[str, str]
     env: dict[str, str]
     var_dir: Path
+    supervisor_pid: int = 0
 
 
-def _stack_env(database_url: str, kafka: str, redis: str, var_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
-    ports = {
-        "GATEWAY_PORT": free_port(),
-        "AUTH_PORT": free_port(),
-        "RENDERS_PORT": free_port(),
-        "RENDERS_WORKER_PORT": free_port(),
-        "CREDITS_PORT": free_port(),
-        "WEBHOOKS_PORT": free_port(),
-        "WEBHOOKS_DISPATCHER_PORT": free_port(),
-        "TELEMETRY_PORT": free_port(),
-    }
+PORT_NAMES = {
+    "gateway": "GATEWAY_PORT",
+    "auth": "AUTH_PORT",
+    "renders": "RENDERS_PORT",
+    "render-worker": "RENDERS_WORKER_PORT",
+    "credits": "CREDITS_PORT",
+    "webhooks": "WEBHOOKS_PORT",
+    "webhooks-dispatcher": "WEBHOOKS_DISPATCHER_PORT",
+    "telemetry": "TELEMETRY_PORT",
+}
+
+
+def _stack_env(
+    database_url: str, kafka: str, redis: str, var_dir: Path, extra: dict[str, str]
+) -> tuple[dict[str, str], dict[str, int]]:
+    ports = {name: free_port() for name in PORT_NAMES.values()}
     env = dict(os.environ)
     env.update({k: str(v) for k, v in ports.items()})
     env.update(
@@ -188,53 +195,77 @@ def _stack_env(database_url: str, kafka: str, redis: str, var_dir: Path) -> tupl
             "LOG_LEVEL": "INFO",
             "ADMIN_EMAILS": OPERATOR_EMAIL,
             "GATEWAY_AUTH_IP_RATE_LIMIT_PER_MINUTE": "100000",  # every test user signs up from 127.0.0.1
+            "GATEWAY_RATE_LIMIT_PER_MINUTE": "100000",
             "AUTH_ARGON2_MEMORY_KIB": "19456",
             "AUTH_ARGON2_TIME_COST": "2",
+            "RENDERS_LEASE_SECONDS": "4",
+            "RENDERS_WATCHDOG_INTERVAL_SECONDS": "2",
+            "RENDERS_PENDING_REQUEUE_SECONDS": "10",
         }
     )
+    env.update(extra)
     return env, ports
 
 
-@pytest.fixture(scope="session")
-def stack(
-    database_url: str, kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_stack(
+    database_url: str, kafka: str, redis: str, var_dir: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[Stack]:
-    """Every process of the platform, as ``make run`` starts them, on free ports."""
-    var_dir = tmp_path_factory.mktemp("stack-var")
-    env, ports = _stack_env(database_url, kafka_bootstrap, redis_url, var_dir)
+    """Start every process of the platform, as ``make run`` does, on free ports; stop them all afterwards."""
+    env, ports = _stack_env(database_url, kafka, redis, var_dir, extra_env or {})
+    log = var_dir / "supervisor.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.devstack", "run", "--var-dir", str(var_dir)],
         env=env,
-        stdout=open(var_dir / "supervisor.log", "wb"),
+        stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
     )
     gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
     deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError("stack exited: " + (var_dir / "supervisor.log").read_text()[-3000:])
-        try:
-            if httpx.get(gateway + "/api/plugins/health", timeout=2).json().get("status") == "healthy":
-                break
-        except (httpx.HTTPError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            stop_process(proc, signal.SIGTERM, 30)
-            raise RuntimeError("stack not healthy: " + (var_dir / "supervisor.log").read_text()[-3000:])
-        time.sleep(0.2)
-    services = {
-        "auth": f"http://127.0.0.1:{ports['AUTH_PORT']}",
-        "renders": f"http://127.0.0.1:{ports['RENDERS_PORT']}",
-        "render-worker": f"http://127.0.0.1:{ports['RENDERS_WORKER_PORT']}",
-        "credits": f"http://127.0.0.1:{ports['CREDITS_PORT']}",
-        "webhooks": f"http://127.0.0.1:{ports['WEBHOOKS_PORT']}",
-        "webhooks-dispatcher": f"http://127.0.0.1:{ports['WEBHOOKS_DISPATCHER_PORT']}",
-        "telemetry": f"http://127.0.0.1:{ports['TELEMETRY_PORT']}",
-    }
     try:
-        yield Stack(gateway, services, env, var_dir)
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("stack exited: " + log.read_text()[-3000:])
+            try:
+                if httpx.get(gateway + "/api/plugins/health", timeout=2).json().get("status") == "healthy":
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("stack not healthy: " + log.read_text()[-3000:])
+            time.sleep(0.2)
+        services = {name: f"http://127.0.0.1:{ports[var]}" for name, var in PORT_NAMES.items() if name != "gateway"}
+        yield Stack(gateway, services, env, var_dir, proc.pid)
     finally:
         stop_process(proc, signal.SIGTERM, 40)
+
+
+@pytest.fixture(scope="session")
+def fake_gemini_url() -> Iterator[str]:
+    """A local server speaking the Gemini image API, so the stack has an AI model configured for tests."""
+    from shared.testing.fake_gemini import build_fake_gemini
+    from shared.testing.servers import serve_in_thread
+
+    with serve_in_thread(build_fake_gemini()) as url:
+        yield url
+
+
+def gemini_env(url: str) -> dict[str, str]:
+    return {"RENDERS_GEMINI_API_KEY": FAKE_GEMINI_KEY, "RENDERS_GEMINI_BASE_URL": url}
+
+
+@pytest.fixture(scope="session")
+def stack(
+    database_url: str,
+    kafka_bootstrap: str,
+    redis_url: str,
+    fake_gemini_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """The session's platform; tests that stop engines or kill processes start their own (``running_stack``)."""
+    var_dir = tmp_path_factory.mktemp("stack-var")
+    with running_stack(database_url, kafka_bootstrap, redis_url, var_dir, gemini_env(fake_gemini_url)) as running:
+        yield running
 
 
 @pytest.fixture
@@ -244,7 +275,7 @@ async def gateway_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @dataclass
-class TestUser:
+class PluginUser:
     """A user signed up through the gateway, with a fresh token pair."""
 
     email: str
@@ -258,22 +289,22 @@ class TestUser:
         return {"Authorization": f"Bearer {self.access_token}"}
 
 
-async def sign_up(client: httpx.AsyncClient, email: str | None = None, password: str | None = None) -> TestUser:
+async def sign_up(client: httpx.AsyncClient, email: str | None = None, password: str | None = None) -> PluginUser:
     email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
     password = password or f"pw-{uuid.uuid4().hex}"
     response = await client.post("/api/plugins/auth/signup", json={"email": email, "password": password})
     assert response.status_code == 201, response.text
     body = response.json()
-    return TestUser(email, password, body["user"]["id"], body["access_token"], body["refresh_token"])
+    return PluginUser(email, password, body["user"]["id"], body["access_token"], body["refresh_token"])
 
 
 @pytest.fixture
-async def user(gateway_client: httpx.AsyncClient) -> TestUser:
+async def user(gateway_client: httpx.AsyncClient) -> PluginUser:
     return await sign_up(gateway_client)
 
 
 @pytest.fixture(scope="session")
-async def operator(stack: Stack) -> TestUser:
+async def operator(stack: Stack) -> PluginUser:
     """The session's operator (``ADMIN_EMAILS`` of the stack), signed up once."""
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=10) as client:
         return await sign_up(client, email=OPERATOR_EMAIL)
@@ -297,3 +328,18 @@ def gateway_settings(stack: Stack, **overrides: object) -> GatewaySettings:
     }
     values.update(overrides)
     return GatewaySettings(**values)  # type: ignore[arg-type]
+
+
+def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """The auth operator CLI against the stack (as an operator would run it)."""
+    env = dict(stack.env)
+    env["AUTH_CREDITS_URL"] = stack.service_urls["credits"]
+    env["AUTH_SIGNING_KEYS_DIR"] = str(stack.var_dir / "keys")
+    return subprocess.run(
+        [sys.executable, "-m", "services.auth.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -16,7 +16,7 @@ from shared.engines import EmbeddedKafka, free_port
 from shared.identity import IDENTITY_HEADER, verify_identity
 from shared.settings import ServiceSettings
 from shared.storage import LocalStorage, sign
-from shared.testing.fixtures import Stack, TestUser, gateway_settings
+from shared.testing.fixtures import PluginUser, Stack, gateway_settings
 from shared.testing.kafka import wait_until
 from shared.testing.servers import serve_in_thread
 
@@ -94,7 +94,7 @@ def echo_gateway(stack: Stack, echo_url: str) -> Iterator[str]:
         "/admin",
     ],
 )
-def test_public_paths_reach_their_service_unchanged(echo_gateway: str, operator: TestUser, path: str) -> None:
+def test_public_paths_reach_their_service_unchanged(echo_gateway: str, operator: PluginUser, path: str) -> None:
     response = httpx.get(echo_gateway + path + "?limit=5&cursor=a%2Fb", headers=operator.bearer)
     assert response.status_code == 200
     assert response.json()["path"] == path
@@ -110,7 +110,7 @@ def test_unrouted_paths_are_not_found_at_the_gateway(echo_gateway: str, path: st
 
 
 def test_spoofed_internal_headers_are_stripped_and_identity_is_the_gateways(
-    echo_gateway: str, operator: TestUser
+    echo_gateway: str, operator: PluginUser
 ) -> None:
     forged = {
         **operator.bearer,
@@ -141,14 +141,14 @@ def test_spoofed_internal_headers_are_stripped_and_identity_is_the_gateways(
     assert response.headers["x-request-id"] == "client-req-1"
 
 
-def test_platform_from_user_agent_reaches_the_service(echo_gateway: str, operator: TestUser) -> None:
+def test_platform_from_user_agent_reaches_the_service(echo_gateway: str, operator: PluginUser) -> None:
     headers = {"User-Agent": "SketchUp/24.0.484", **operator.bearer}
     response = httpx.get(echo_gateway + "/api/plugins/projects", headers=headers)
     assert response.json()["identity"]["platform"] == "sketchup"
     assert response.json()["identity"]["plugin_version"] == "24.0.484"
 
 
-def test_request_body_is_streamed_through_intact(echo_gateway: str, operator: TestUser) -> None:
+def test_request_body_is_streamed_through_intact(echo_gateway: str, operator: PluginUser) -> None:
     payload = bytes(range(256)) * 40_000  # ~10 MB
 
     def chunks() -> Iterator[bytes]:
@@ -160,14 +160,14 @@ def test_request_body_is_streamed_through_intact(echo_gateway: str, operator: Te
     assert response.json()["bodySha256"] == hashlib.sha256(payload).hexdigest()
 
 
-def test_event_stream_passes_through(echo_gateway: str, operator: TestUser) -> None:
+def test_event_stream_passes_through(echo_gateway: str, operator: PluginUser) -> None:
     with httpx.stream("GET", echo_gateway + "/api/plugins/renders/stream", headers=operator.bearer) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         text = "".join(response.iter_text())
     assert text == "data: 0\n\ndata: 1\n\ndata: 2\n\n"
 
 
-def test_upstream_down_is_service_unavailable(stack: Stack, operator: TestUser) -> None:
+def test_upstream_down_is_service_unavailable(stack: Stack, operator: PluginUser) -> None:
     settings = gateway_settings(stack, credits_url=f"http://127.0.0.1:{free_port()}")
     with serve_in_thread(create_gateway(settings)) as url:
         response = httpx.get(url + "/api/plugins/credits", headers=operator.bearer)

@@ -3,8 +3,6 @@
 import asyncio
 import base64
 import json
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from services.gateway.main import create_app as create_gateway
 from shared import apikeys
 from shared.identity import Identity, sign_identity
-from shared.testing.fixtures import Stack, TestUser, gateway_settings, sign_up
+from shared.testing.fixtures import PluginUser, Stack, gateway_settings, run_cli, sign_up
 from shared.testing.kafka import wait_until
 from shared.testing.servers import serve_in_thread
 
@@ -37,14 +35,14 @@ async def client(gateway_client: httpx.AsyncClient) -> httpx.AsyncClient:
 
 
 @pytest.fixture
-async def alice(client: httpx.AsyncClient) -> TestUser:
+async def alice(client: httpx.AsyncClient) -> PluginUser:
     user = await sign_up(client)
     remember(user.password, user.access_token, user.refresh_token)
     return user
 
 
 async def create_key(
-    client: httpx.AsyncClient, user: TestUser, scopes: list[str] | None = None, **extra: object
+    client: httpx.AsyncClient, user: PluginUser, scopes: list[str] | None = None, **extra: object
 ) -> dict[str, object]:
     response = await client.post(
         "/api/plugins/keys", headers=user.bearer, json={"name": "sketchup", "scopes": scopes or ALL_SCOPES, **extra}
@@ -114,7 +112,7 @@ async def test_malformed_json_and_wrong_content(client: httpx.AsyncClient) -> No
     assert_error(await client.post("/api/plugins/auth/signin", json=["a"]), 400, "INVALID_INPUT")
 
 
-async def test_signin_and_me(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_signin_and_me(client: httpx.AsyncClient, alice: PluginUser) -> None:
     response = await client.post(
         "/api/plugins/auth/signin", json={"email": alice.email.upper(), "password": alice.password}
     )
@@ -129,7 +127,7 @@ async def test_signin_and_me(client: httpx.AsyncClient, alice: TestUser) -> None
     assert me.json()["user"]["credits"]["balance"] == 10
 
 
-async def test_signin_refusals_look_the_same(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_signin_refusals_look_the_same(client: httpx.AsyncClient, alice: PluginUser) -> None:
     wrong = await client.post("/api/plugins/auth/signin", json={"email": alice.email, "password": "wrong-password"})
     unknown = await client.post(
         "/api/plugins/auth/signin", json={"email": "nobody-xyz@example.com", "password": "wrong-password"}
@@ -140,7 +138,7 @@ async def test_signin_refusals_look_the_same(client: httpx.AsyncClient, alice: T
     )
 
 
-async def test_refresh_rotates_and_reuse_revokes_the_family(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_refresh_rotates_and_reuse_revokes_the_family(client: httpx.AsyncClient, alice: PluginUser) -> None:
     first = await client.post("/api/plugins/auth/refresh", json={"refresh_token": alice.refresh_token})
     assert first.status_code == 200
     pair = first.json()
@@ -166,7 +164,7 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(client: httpx.AsyncC
     remember(refreshed.json()["refresh_token"], refreshed.json()["access_token"])
 
 
-async def test_signout_revokes_the_family(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_signout_revokes_the_family(client: httpx.AsyncClient, alice: PluginUser) -> None:
     out = await client.post("/api/plugins/auth/signout", json={"refresh_token": alice.refresh_token})
     assert out.status_code == 200
     assert out.json() == {"success": True}
@@ -180,7 +178,7 @@ async def test_signout_revokes_the_family(client: httpx.AsyncClient, alice: Test
     )
 
 
-async def test_jwks_at_gateway_root(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_jwks_at_gateway_root(client: httpx.AsyncClient, alice: PluginUser) -> None:
     response = await client.get("/.well-known/jwks.json")
     assert response.status_code == 200
     keys = response.json()["keys"]
@@ -193,7 +191,7 @@ async def test_jwks_at_gateway_root(client: httpx.AsyncClient, alice: TestUser) 
         assert "d" not in key, "private part published"
 
 
-async def test_api_key_lifecycle(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_api_key_lifecycle(client: httpx.AsyncClient, alice: PluginUser) -> None:
     created = await create_key(client, alice, ["renders:read", "projects:read"], expiresAt=None)
     key = str(created["key"])
     assert apikeys.is_well_formed(key)
@@ -232,7 +230,7 @@ async def test_api_key_lifecycle(client: httpx.AsyncClient, alice: TestUser) -> 
     ],
 )
 async def test_create_key_refuses_bad_input(
-    client: httpx.AsyncClient, alice: TestUser, body: dict[str, object], field: str
+    client: httpx.AsyncClient, alice: PluginUser, body: dict[str, object], field: str
 ) -> None:
     error = assert_error(await client.post("/api/plugins/keys", headers=alice.bearer, json=body), 400, "INVALID_INPUT")
     assert str(error["details"]["field"]).startswith(field)  # type: ignore[index]
@@ -244,7 +242,7 @@ def signing_key(stack: Stack) -> object:
     return serialization.load_pem_private_key(pem, password=None)
 
 
-def forge(stack: Stack, user: TestUser, **changes: object) -> str:
+def forge(stack: Stack, user: PluginUser, **changes: object) -> str:
     claims = jwt.decode(user.access_token, options={"verify_signature": False})
     claims.update(changes)
     kid = jwt.get_unverified_header(user.access_token)["kid"]
@@ -255,7 +253,7 @@ def b64(data: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-async def test_token_attacks(client: httpx.AsyncClient, stack: Stack, alice: TestUser) -> None:
+async def test_token_attacks(client: httpx.AsyncClient, stack: Stack, alice: PluginUser) -> None:
     header, payload, signature = alice.access_token.split(".")
     kid = jwt.get_unverified_header(alice.access_token)["kid"]
     claims = jwt.decode(alice.access_token, options={"verify_signature": False})
@@ -286,7 +284,7 @@ async def test_token_attacks(client: httpx.AsyncClient, stack: Stack, alice: Tes
         )
 
 
-async def test_authorization_header_alone_decides(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_authorization_header_alone_decides(client: httpx.AsyncClient, alice: PluginUser) -> None:
     key = str((await create_key(client, alice))["key"])
     response = await client.get(
         "/api/plugins/auth/me", headers={"Authorization": "Bearer not-a-token", "X-Api-Key": key}
@@ -295,7 +293,7 @@ async def test_authorization_header_alone_decides(client: httpx.AsyncClient, ali
     assert_error(await client.get("/api/plugins/auth/me"), 401, "AUTH_REQUIRED")
 
 
-async def test_api_key_attacks(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_api_key_attacks(client: httpx.AsyncClient, alice: PluginUser) -> None:
     key = str((await create_key(client, alice))["key"])
     corrupted = key[:-1] + ("A" if key[-1] != "A" else "B")
     unknown = apikeys.generate()
@@ -313,7 +311,7 @@ async def test_api_key_attacks(client: httpx.AsyncClient, alice: TestUser) -> No
         assert_error(response, 403, "INSUFFICIENT_PERMISSIONS")
 
 
-async def test_expired_and_revoked_keys(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_expired_and_revoked_keys(client: httpx.AsyncClient, alice: PluginUser) -> None:
     soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
     expiring = await create_key(client, alice, expiresAt=soon)
     assert (await client.get("/api/plugins/auth/me", headers={"X-Api-Key": str(expiring["key"])})).status_code == 200
@@ -349,7 +347,7 @@ ROUTES_BY_SCOPE = [
 ]
 
 
-async def test_every_route_refuses_a_key_without_its_scope(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_every_route_refuses_a_key_without_its_scope(client: httpx.AsyncClient, alice: PluginUser) -> None:
     keys = {}
     for scope in ALL_SCOPES:
         keys[scope] = str((await create_key(client, alice, [s for s in ALL_SCOPES if s != scope]))["key"])
@@ -359,13 +357,13 @@ async def test_every_route_refuses_a_key_without_its_scope(client: httpx.AsyncCl
         assert body["details"]["requiredScope"] == scope, (method, path)  # type: ignore[index]
 
 
-async def test_operator_routes_refuse_plugin_users(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_operator_routes_refuse_plugin_users(client: httpx.AsyncClient, alice: PluginUser) -> None:
     key = str((await create_key(client, alice))["key"])
     for headers in (alice.bearer, {"X-Api-Key": key}):
         assert_error(await client.get("/api/admin/telemetry/summary", headers=headers), 403, "INSUFFICIENT_PERMISSIONS")
 
 
-async def test_spoofed_identity_is_ignored(client: httpx.AsyncClient, stack: Stack, alice: TestUser) -> None:
+async def test_spoofed_identity_is_ignored(client: httpx.AsyncClient, stack: Stack, alice: PluginUser) -> None:
     from shared.settings import ServiceSettings
 
     secret = ServiceSettings(app_env="dev").internal_identity_secret
@@ -375,7 +373,7 @@ async def test_spoofed_identity_is_ignored(client: httpx.AsyncClient, stack: Sta
     assert_error(await client.get("/api/plugins/keys", headers=headers), 401, "AUTH_REQUIRED")
 
 
-async def test_users_cannot_see_or_revoke_each_others_keys(client: httpx.AsyncClient, alice: TestUser) -> None:
+async def test_users_cannot_see_or_revoke_each_others_keys(client: httpx.AsyncClient, alice: PluginUser) -> None:
     bob = await sign_up(client)
     remember(bob.password, bob.access_token, bob.refresh_token)
     bobs_key = await create_key(client, bob)
@@ -386,20 +384,6 @@ async def test_users_cannot_see_or_revoke_each_others_keys(client: httpx.AsyncCl
     assert_error(await client.delete(f"/api/plugins/keys/{bobs_key['id']}", headers=alice.bearer), 404, "NOT_FOUND")
     still = await client.get("/api/plugins/auth/me", headers={"X-Api-Key": str(bobs_key["key"])})
     assert still.json()["user"]["id"] == bob.user_id
-
-
-def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(stack.env)
-    env["AUTH_CREDITS_URL"] = stack.service_urls["credits"]
-    env["AUTH_SIGNING_KEYS_DIR"] = str(stack.var_dir / "keys")
-    return subprocess.run(
-        [sys.executable, "-m", "services.auth.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def test_deleted_users_tokens_and_keys_are_refused(client: httpx.AsyncClient, stack: Stack) -> None:
@@ -468,7 +452,7 @@ async def second_gateway(stack: Stack) -> AsyncIterator[str]:
 
 
 async def test_revocation_reaches_a_second_gateway_within_one_second(
-    client: httpx.AsyncClient, alice: TestUser, second_gateway: str
+    client: httpx.AsyncClient, alice: PluginUser, second_gateway: str
 ) -> None:
     created = await create_key(client, alice)
     headers = {"X-Api-Key": str(created["key"])}
@@ -491,7 +475,7 @@ async def test_revocation_reaches_a_second_gateway_within_one_second(
     assert elapsed <= 1.0, f"took {elapsed:.2f}s"
 
 
-async def test_rate_limit_is_shared_by_replicas_and_retry_after_is_honest(stack: Stack, alice: TestUser) -> None:
+async def test_rate_limit_is_shared_by_replicas_and_retry_after_is_honest(stack: Stack, alice: PluginUser) -> None:
     limits = {"rate_limit_per_minute": 5, "rate_limit_window_seconds": 3}
     with (
         serve_in_thread(create_gateway(gateway_settings(stack, **limits))) as first_url,

@@ -1,0 +1,387 @@
+"""Start the whole platform for a benchmark, on free ports, and stop it leaving nothing behind.
+
+``running_platform`` runs ``python -m shared.devstack run`` (what ``make run`` runs: embedded PostgreSQL, Kafka and
+Redis, migrations, every service) in a temporary ``VAR_DIR`` with a free port for every ``*_PORT`` variable, waits
+for ``/api/plugins/health`` to say healthy, and on exit sends SIGINT to the supervisor, waits for it, and checks with
+psutil that none of its descendants survived (any survivor is killed and reported in ``Platform.teardown``).
+
+The environment of the platform is built from scratch for the variables that shape it: service settings
+(``GATEWAY_*``, ``AUTH_*`` ...) and engine URLs inherited from the caller's shell are dropped, so every run measures
+the product's defaults plus the overrides the benchmark passes explicitly (and reports).
+
+Also here: ``child_process`` for a helper process of the benchmark (the trivial upstream), and the few API calls the
+benchmarks need to set themselves up (sign up, create an API key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.loadgen import proc_cpu_seconds
+from shared.apikeys import SCOPES
+from shared.engines import die_with_parent, free_port, stop_process, wait_for_port
+from shared.settings import ServiceSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+DATABASE_NAME = "platform"  # shared.devstack.supervisor.DATABASE_NAME
+
+PORT_VARIABLES = (
+    "GATEWAY_PORT",
+    "AUTH_PORT",
+    "RENDERS_PORT",
+    "RENDERS_WORKER_PORT",
+    "CREDITS_PORT",
+    "WEBHOOKS_PORT",
+    "WEBHOOKS_DISPATCHER_PORT",
+    "TELEMETRY_PORT",
+    "POSTGRES_PORT",
+    "KAFKA_PORT",
+    "REDIS_PORT",
+)
+# Inherited variables that would change what is measured (service settings, external engines, data dirs).
+DROPPED_PREFIXES = ("GATEWAY_", "AUTH_", "CREDITS_", "RENDERS_", "WEBHOOKS_", "TELEMETRY_", "S3_")
+DROPPED_NAMES = frozenset(
+    {
+        "APP_ENV",
+        "DATABASE_URL",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "REDIS_URL",
+        "VAR_DIR",
+        "STORAGE_DIR",
+        "STORAGE_BACKEND",
+        "PUBLIC_BASE_URL",
+        "SIGNUP_CREDITS",
+        "ADMIN_EMAILS",
+        "INTERNAL_IDENTITY_SECRET",
+        "INTERNAL_IDENTITY_TTL_SECONDS",
+        "LOG_LEVEL",
+        "DB_POOL_SIZE",
+    }
+)
+# The cmdline marker of each process whose CPU time a benchmark may want (see ``Platform.pids``).
+PROCESS_MARKERS = {
+    "gateway": "services.gateway",
+    "auth": "services.auth",
+    "credits": "services.credits",
+    "redis": "redis-server",
+}
+
+
+def internal_identity_secret() -> str:
+    """The secret the platform is started with (the dev default), for benchmarks that sign identities."""
+    return ServiceSettings(app_env="dev").internal_identity_secret
+
+
+def say(message: str) -> None:
+    print(f"[platform] {message}", flush=True)
+
+
+@dataclass
+class Platform:
+    """A running platform: its ports, data directory and supervisor process."""
+
+    ports: dict[str, int]
+    var_dir: Path
+    proc: subprocess.Popen[bytes]
+    overrides: dict[str, str]
+    start_seconds: float = 0.0
+    teardown: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gateway_port(self) -> int:
+        return self.ports["GATEWAY_PORT"]
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['GATEWAY_PORT']}"
+
+    @property
+    def auth_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['AUTH_PORT']}"
+
+    @property
+    def database_dsn(self) -> str:
+        """A libpq DSN of the platform's database on the embedded server (asyncpg)."""
+        return f"postgresql://postgres@127.0.0.1:{self.ports['POSTGRES_PORT']}/{DATABASE_NAME}"
+
+    def pids(self) -> dict[str, int]:
+        """PIDs of the interesting platform processes (gateway, auth, credits, redis) by name."""
+        found: dict[str, int] = {}
+        for process in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                cmdline = " ".join(process.cmdline())
+            except psutil.Error:
+                continue
+            for name, marker in PROCESS_MARKERS.items():
+                # "services.auth" must not match "services.authx": module names end the command line.
+                if name not in found and (cmdline.endswith(marker) or f"{marker} " in cmdline):
+                    found[name] = process.pid
+        return found
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def background_cpu(self, named: dict[str, int], seconds: float = 3.0) -> dict[str, Any]:
+        """CPU the idle platform burns (pollers, consumers, engines), in total and for each ``named`` process in
+        CPU seconds per second: context on a 2-core box, and the baseline CPU per request is taken net of."""
+        processes = self.descendants()
+
+        def sample() -> tuple[float, dict[str, float]]:
+            spent = 0.0
+            for p in processes:
+                with contextlib.suppress(psutil.Error):
+                    times = p.cpu_times()
+                    spent += times.user + times.system
+            return spent, {name: proc_cpu_seconds(pid) for name, pid in named.items()}
+
+        t0 = time.perf_counter()
+        total_before, named_before = sample()
+        time.sleep(seconds)
+        total_after, named_after = sample()
+        elapsed = time.perf_counter() - t0
+        return {
+            "processes": len(processes),
+            "seconds": round(elapsed, 2),
+            "tree_cpu_fraction_of_one_core": round((total_after - total_before) / elapsed, 3),
+            "per_process": {name: round((named_after[name] - named_before[name]) / elapsed, 4) for name in named},
+        }
+
+
+def platform_env(overrides: dict[str, str], ports: dict[str, int], var_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED_NAMES and not k.startswith(DROPPED_PREFIXES)}
+    env.update({name: str(port) for name, port in ports.items()})
+    env.update(
+        {
+            "APP_ENV": "dev",
+            "VAR_DIR": str(var_dir),
+            "LOG_LEVEL": "INFO",
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
+            "INTERNAL_IDENTITY_SECRET": internal_identity_secret(),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+def distinct_free_ports(names: tuple[str, ...]) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    while len(ports) < len(names):
+        port = free_port()
+        if port not in ports.values():
+            ports[names[len(ports)]] = port
+    return ports
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _describe(process: psutil.Process) -> str:
+    try:
+        return f"{process.pid} {' '.join(process.cmdline())[:160]}"
+    except psutil.Error:
+        return str(process.pid)
+
+
+def stop_platform(platform: Platform, timeout: float = 60.0) -> dict[str, Any]:
+    """SIGINT to the supervisor (it stops its children and engines), then make sure nothing of it is left."""
+    proc = platform.proc
+    descendants = platform.descendants()  # taken last thing before the signal: the latest set of children
+    started = time.monotonic()
+    forced = False
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            forced = True
+            proc.kill()
+            proc.wait(10)
+    stop_seconds = time.monotonic() - started
+    survivors_at_exit = [p for p in descendants if _alive(p)]
+    # Grace: a process that got SIGTERM from PDEATHSIG as the supervisor exited may still be on its way out.
+    deadline = time.monotonic() + 5
+    survivors = survivors_at_exit
+    while survivors and time.monotonic() < deadline:
+        time.sleep(0.1)
+        survivors = [p for p in survivors if _alive(p)]
+    killed = [_describe(p) for p in survivors]
+    for p in survivors:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(survivors, timeout=5)
+    report = {
+        "signal": "SIGINT",
+        "supervisor_exit_code": proc.returncode,
+        "supervisor_killed_after_timeout": forced,
+        "stop_seconds": round(stop_seconds, 2),
+        "descendants_before_stop": len(descendants),
+        "alive_when_supervisor_exited": [_describe(p) for p in survivors_at_exit],
+        "killed_by_bench": killed,
+        "clean": not forced and not survivors_at_exit,
+    }
+    if report["clean"]:
+        say(f"stopped in {stop_seconds:.1f}s; all {len(descendants)} descendants gone")
+    else:
+        say(f"NOT clean: {report}")
+    return report
+
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def running_platform(overrides: dict[str, str], *, health_timeout: float = 150.0) -> Iterator[Platform]:
+    """The whole platform on free ports with ``overrides`` on top of its defaults; always stopped on exit."""
+    with tempfile.TemporaryDirectory(prefix="bench-platform-") as tmp:
+        var_dir = Path(tmp) / "var"
+        var_dir.mkdir()
+        ports = distinct_free_ports(PORT_VARIABLES)
+        env = platform_env(overrides, ports, var_dir)
+        log_path = Path(tmp) / "supervisor.log"
+        started = time.monotonic()
+        say(f"starting (var {var_dir}, gateway port {ports['GATEWAY_PORT']})")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "shared.devstack", "run", "--var-dir", str(var_dir)],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C at the terminal reaches us only; we stop it in order
+            )
+        platform = Platform(ports, var_dir, proc, dict(overrides))
+        try:
+            _wait_healthy(platform, log_path, health_timeout)
+            platform.start_seconds = round(time.monotonic() - started, 2)
+            say(f"healthy after {platform.start_seconds:.1f}s")
+            yield platform
+        except BaseException:
+            if proc.poll() is not None or not platform.start_seconds:
+                supervisor_log = _tail(log_path)
+                sys.stderr.write(f"supervisor log tail:\n{supervisor_log}\n")
+                # "<process> exited during start-up; see <log>": show that log too.
+                for path in sorted(set(re.findall(r"see (\S+\.log)", supervisor_log))):
+                    sys.stderr.write(f"{path} tail:\n{_tail(Path(path))}\n")
+            raise
+        finally:
+            platform.teardown = stop_platform(platform)
+
+
+def _wait_healthy(platform: Platform, log_path: Path, timeout: float) -> None:
+    url = platform.gateway_url + "/api/plugins/health"
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if platform.proc.poll() is not None:
+                raise RuntimeError(f"supervisor exited with {platform.proc.returncode} during start-up")
+            try:
+                last = client.get(url).json()
+                if last.get("status") == "healthy":
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.25)
+    raise TimeoutError(f"platform not healthy after {timeout}s; last health answer: {last}")
+
+
+@contextlib.contextmanager
+def child_process(args: list[str], port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A helper process of the benchmark (``python <args>``) that dies with us, is waited for on ``port`` and is
+    always stopped on exit."""
+    env = {**os.environ, "APP_ENV": "dev", "INTERNAL_IDENTITY_SECRET": internal_identity_secret()}
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+        try:
+            wait_for_port(port, 30, proc)
+            yield proc
+        except BaseException:
+            if proc.poll() is not None:  # it died on its own: show why
+                log.flush()
+                sys.stderr.write(f"{' '.join(args)} exited with {proc.returncode}; log tail:\n{_tail(log_path)}\n")
+            raise
+        finally:
+            stop_process(proc)
+
+
+# --- set-up through the public API ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchUser:
+    email: str
+    password: str
+    user_id: str
+    access_token: str
+
+
+async def sign_up(client: httpx.AsyncClient, email: str | None = None, password: str | None = None) -> BenchUser:
+    """A new account through the gateway (``client`` has the gateway as base URL)."""
+    email = email or f"bench-{uuid.uuid4().hex[:12]}@example.com"
+    password = password or f"pw-{uuid.uuid4().hex}"
+    response = await client.post("/api/plugins/auth/signup", json={"email": email, "password": password})
+    if response.status_code != 201:
+        raise RuntimeError(f"signup answered {response.status_code}: {response.text[:300]}")
+    body = response.json()
+    return BenchUser(email, password, body["user"]["id"], body["access_token"])
+
+
+async def create_api_key(client: httpx.AsyncClient, user: BenchUser, name: str = "bench") -> str:
+    """A new API key with every scope, created with the user's Bearer token; returns the raw key."""
+    response = await client.post(
+        "/api/plugins/keys",
+        json={"name": name, "scopes": list(SCOPES)},
+        headers={"Authorization": f"Bearer {user.access_token}"},
+    )
+    if response.status_code != 201:
+        raise RuntimeError(f"key creation answered {response.status_code}: {response.text[:300]}")
+    key: str = response.json()["data"]["key"]
+    return key
+
+
+def environment_report(platform: Platform) -> dict[str, Any]:
+    """What to write next to the figures about how the platform ran."""
+    return {
+        "started_with": "python -m shared.devstack run (embedded PostgreSQL/Kafka/Redis, every process)",
+        "app_env": "dev",
+        "overrides": platform.overrides,
+        "note": "every other setting at its default (inherited GATEWAY_*/AUTH_*/... variables dropped)",
+        "start_seconds": platform.start_seconds,
+        "teardown": platform.teardown,
+    }
