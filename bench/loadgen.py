@@ -31,11 +31,19 @@ USER_AGENT = "platform-bench/1"
 
 @dataclass(frozen=True)
 class Target:
-    """One endpoint under test and the exact request bytes sent to it."""
+    """One endpoint under test and the exact request bytes sent to it.
+
+    ``per_connection``, when given, replaces ``request`` for the load: connection ``i`` of a phase sends
+    ``per_connection[i % len]`` (e.g. one account per connection); ``request`` is still what pre-flight checks send.
+    """
 
     name: str
     port: int
     request: bytes
+    per_connection: tuple[bytes, ...] = ()
+
+    def request_for(self, connection: int) -> bytes:
+        return self.per_connection[connection % len(self.per_connection)] if self.per_connection else self.request
 
 
 def build_request(
@@ -116,6 +124,7 @@ class PhaseResult:
     seconds: float = 0.0
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     cpu_window_seconds: float = 0.0
+    statuses: dict[int, int] = field(default_factory=dict)  # measured answers by status (0: connection error)
 
 
 async def run_phase(
@@ -138,7 +147,8 @@ async def run_phase(
     measure_until = measure_from + duration
     errors = [0]
 
-    async def worker() -> None:
+    async def worker(connection: int) -> None:
+        request = target.request_for(connection)
         reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
         try:
             while True:
@@ -151,12 +161,13 @@ async def run_phase(
                         return
                     tickets[0] -= 1
                 try:
-                    writer.write(target.request)
+                    writer.write(request)
                     status, _, keep_alive = await read_response(reader)
                 except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                     status, keep_alive = 0, False
                 elapsed = time.perf_counter() - t0
                 if measured:
+                    result.statuses[status] = result.statuses.get(status, 0) + 1
                     if status == ok_status:
                         result.latencies.append(elapsed)
                     else:
@@ -175,7 +186,7 @@ async def run_phase(
 
     window = asyncio.create_task(cpu_window())
     # Bounded even if a server stops answering: no per-request timeout (it would cost the client), one per phase.
-    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), warmup + duration + 30)
+    await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(concurrency))), warmup + duration + 30)
     finished = time.perf_counter()
     after = cpu_snapshot(cpu_pids)
     window_start, before = await window

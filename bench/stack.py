@@ -9,8 +9,10 @@ The environment of the platform is built from scratch for the variables that sha
 (``GATEWAY_*``, ``AUTH_*`` ...) and engine URLs inherited from the caller's shell are dropped, so every run measures
 the product's defaults plus the overrides the benchmark passes explicitly (and reports).
 
-Also here: ``child_process`` for a helper process of the benchmark (the trivial upstream), and the few API calls the
-benchmarks need to set themselves up (sign up, create an API key).
+Also here: ``child_process`` for a helper process of the benchmark (the trivial upstream), the few API calls the
+benchmarks need to set themselves up (sign up, create an API key), the operator CLI against the platform (grant
+credits), the platform's processes grouped by what they are (``Platform.process_groups``, for CPU accounting) and
+``paused`` (SIGSTOP a process tree for a while, e.g. the render worker, always resumed on exit).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import psutil
 
 from bench.loadgen import proc_cpu_seconds
 from shared.apikeys import SCOPES
+from shared.devstack.processes import platform_processes
 from shared.engines import die_with_parent, free_port, stop_process, wait_for_port
 from shared.settings import ServiceSettings
 
@@ -116,6 +119,15 @@ class Platform:
         return f"http://127.0.0.1:{self.ports['AUTH_PORT']}"
 
     @property
+    def credits_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['CREDITS_PORT']}"
+
+    @property
+    def database_url(self) -> str:
+        """The platform's database as the services are given it (``DATABASE_URL``, SQLAlchemy + asyncpg)."""
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.ports['POSTGRES_PORT']}/{DATABASE_NAME}"
+
+    @property
     def database_dsn(self) -> str:
         """A libpq DSN of the platform's database on the embedded server (asyncpg)."""
         return f"postgresql://postgres@127.0.0.1:{self.ports['POSTGRES_PORT']}/{DATABASE_NAME}"
@@ -133,6 +145,34 @@ class Platform:
                 if name not in found and (cmdline.endswith(marker) or f"{marker} " in cmdline):
                     found[name] = process.pid
         return found
+
+    def process_groups(self) -> dict[str, list[psutil.Process]]:
+        """Every process of the platform under the name of the supervisor's child it belongs to: the service names
+        of ``shared.devstack.processes`` (``render-worker`` includes its render pool), ``postgres`` (with its
+        backends), ``kafka``, ``redis``; and ``supervisor`` itself."""
+        names = {spec.module: spec.name for spec in platform_processes()}
+        groups: dict[str, list[psutil.Process]] = {}
+        try:
+            supervisor = psutil.Process(self.proc.pid)
+            children = supervisor.children()
+        except psutil.NoSuchProcess:
+            return groups
+        groups["supervisor"] = [supervisor]
+        for child in children:
+            try:
+                cmdline = child.cmdline()
+                members = [child, *child.children(recursive=True)]
+            except psutil.Error:
+                continue
+            groups.setdefault(_group_name(cmdline, names), []).extend(members)
+        return groups
+
+    def service_tree(self, name: str) -> list[psutil.Process]:
+        """A service process (by its devstack name, e.g. ``render-worker``) and all its descendants."""
+        tree = self.process_groups().get(name)
+        if not tree:
+            raise RuntimeError(f"no {name} process under the supervisor")
+        return tree
 
     def descendants(self) -> list[psutil.Process]:
         try:
@@ -164,6 +204,51 @@ class Platform:
             "tree_cpu_fraction_of_one_core": round((total_after - total_before) / elapsed, 3),
             "per_process": {name: round((named_after[name] - named_before[name]) / elapsed, 4) for name in named},
         }
+
+
+def _group_name(cmdline: list[str], module_names: dict[str, str]) -> str:
+    if "-m" in cmdline:
+        index = cmdline.index("-m")
+        if index + 1 < len(cmdline) and cmdline[index + 1] in module_names:
+            return module_names[cmdline[index + 1]]
+    program = Path(cmdline[0]).name if cmdline else "?"
+    if program.startswith("postgres"):
+        return "postgres"
+    if program.startswith("redis"):
+        return "redis"
+    if "broker" in cmdline:
+        return "kafka"
+    return program
+
+
+def group_cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    """User + system CPU seconds so far of each group (processes gone since the groups were taken count 0)."""
+    spent: dict[str, float] = {}
+    for name, processes in groups.items():
+        total = 0.0
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        spent[name] = total
+    return spent
+
+
+@contextlib.contextmanager
+def paused(processes: list[psutil.Process]) -> Iterator[list[int]]:
+    """SIGSTOP every process (parents first), and SIGCONT them all on exit whatever happens (a stopped process
+    would not even act on the supervisor's SIGTERM at teardown). Yields the pids stopped."""
+    stopped: list[psutil.Process] = []
+    try:
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGSTOP)
+                stopped.append(process)
+        yield [p.pid for p in stopped]
+    finally:
+        for process in reversed(stopped):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGCONT)
 
 
 def platform_env(overrides: dict[str, str], ports: dict[str, int], var_dir: Path) -> dict[str, str]:
@@ -373,6 +458,35 @@ async def create_api_key(client: httpx.AsyncClient, user: BenchUser, name: str =
         raise RuntimeError(f"key creation answered {response.status_code}: {response.text[:300]}")
     key: str = response.json()["data"]["key"]
     return key
+
+
+def operator_cli(platform: Platform, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m services.auth.cli ARGS`` against the platform, the way an operator runs it (see
+    ``shared.testing.fixtures.run_cli``): auth's database, credits' internal API, the platform's signing keys."""
+    env = platform_env(platform.overrides, platform.ports, platform.var_dir)
+    env["DATABASE_URL"] = platform.database_url
+    env["AUTH_CREDITS_URL"] = platform.credits_url
+    env["AUTH_SIGNING_KEYS_DIR"] = str(platform.var_dir / "keys")
+    return subprocess.run(
+        [sys.executable, "-m", "services.auth.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def grant_credits(platform: Platform, email: str, credits: int, reference: str | None = None) -> int:
+    """Add credits with the operator CLI (one ledger grant of at most credits' per-grant maximum); returns the new
+    balance."""
+    reference = reference or f"bench:{uuid.uuid4()}"
+    done = operator_cli(platform, "grant-credits", email, str(credits), "--reference", reference, "--reason", "bench")
+    match = re.search(r"balance is now (\d+)", done.stdout)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"grant-credits failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-1500:]}")
+    return int(match.group(1))
 
 
 def environment_report(platform: Platform) -> dict[str, Any]:

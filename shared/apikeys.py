@@ -44,7 +44,7 @@ def is_well_formed(key: str) -> bool:
     if len(key) != KEY_LENGTH or not key.startswith(PREFIX):
         return False
     body = key[len(PREFIX) :]
-    if any(c not in ALPHABET for c in body):
+    if not (body.isascii() and body.isalnum()):
         return False
     return secrets.compare_digest(_checksum(body[:RANDOM_LENGTH]), body[RANDOM_LENGTH:])
 

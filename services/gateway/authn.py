@@ -74,6 +74,8 @@ class JwtVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._last_fetch = 0.0
         self._fetch_lock = asyncio.Lock()
+        # Verified tokens until they expire: the signature check is the costliest step of a Bearer request.
+        self._verified: OrderedDict[str, tuple[Principal, float, float]] = OrderedDict()
 
     async def refresh_keys(self) -> None:
         async with self.session.get(self.settings.auth_url + "/.well-known/jwks.json") as response:
@@ -102,6 +104,22 @@ class JwtVerifier:
         return self._keys.get(kid)
 
     async def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, issued_at, expires_at = cached
+            if time.time() >= expires_at:
+                del self._verified[token]
+                raise TokenExpiredError()
+            if self.denylist.refuses(principal.user_id, issued_at):
+                raise InvalidTokenError()
+            return principal
+        principal, issued_at, expires_at = await self._verify_signed(token)
+        self._verified[token] = (principal, issued_at, expires_at)
+        if len(self._verified) > self.settings.jwt_cache_max_entries:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify_signed(self, token: str) -> tuple[Principal, float, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -127,12 +145,13 @@ class JwtVerifier:
         user_id = str(claims["sub"])
         if self.denylist.refuses(user_id, float(claims["iat"])):
             raise InvalidTokenError()
-        return Principal(
+        principal = Principal(
             user_id=user_id,
             auth_method="bearer",
             scopes=apikeys.SCOPES,
             is_operator="operator" in (claims.get("roles") or ()),
         )
+        return principal, float(claims["iat"]), float(claims["exp"])
 
 
 @dataclass(slots=True)
@@ -187,6 +206,7 @@ class ApiKeyVerifier:
         if time.monotonic() - entry.cached_at > ttl:
             del self._cache[digest]
             return None
+        self._cache.move_to_end(digest)  # least recently used goes first when the cache is full
         return entry
 
     async def _load(self, digest: str, request_id: str | None) -> CachedKey:

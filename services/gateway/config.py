@@ -28,6 +28,7 @@ class Settings(ServiceSettings):
     jwt_issuer: str = "plugin-platform"
     jwt_audience: str = "plugin-api"
     jwks_min_refetch_seconds: float = 5.0
+    jwt_cache_max_entries: int = 100_000
     # API keys: verified by auth on a miss, then cached; revocations arrive as events and drop entries at once.
     api_key_cache_seconds: float = 300.0
     api_key_negative_cache_seconds: float = 5.0

@@ -189,7 +189,7 @@ async def create_render(
             "pluginVersion": identity.plugin_version,
             "userAgent": identity.user_agent,
             "callbackUrl": str(fields.callback_url) if fields.callback_url else None,
-            "requestId": identity.request_id,
+            "requestId": structlog.contextvars.get_contextvars().get("request_id"),
             "inputWidth": image.width,
             "inputHeight": image.height,
         },

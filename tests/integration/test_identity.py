@@ -512,6 +512,14 @@ async def test_signin_is_limited_per_ip_and_email(stack: Stack) -> None:
             assert (await http.post("/api/plugins/auth/signin", json=other)).status_code == 401
 
 
+async def test_a_cached_token_still_expires_on_time(client: httpx.AsyncClient, stack: Stack, alice: PluginUser) -> None:
+    short = forge(stack, alice, exp=int(time.time()) + 2)
+    headers = {"Authorization": f"Bearer {short}"}
+    assert (await client.get("/api/plugins/auth/me", headers=headers)).status_code == 200  # verified, now cached
+    await asyncio.sleep(2.5)  # the token's own lifetime, set by the test: semantics, not speed
+    assert_error(await client.get("/api/plugins/auth/me", headers=headers), 401, "TOKEN_EXPIRED")
+
+
 # --- last: nothing secret was logged ----------------------------------------------------------------------------
 def test_no_secret_in_any_log(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
     assert len(SEEN_SECRETS) > 20, "the module should have produced secrets to look for"
