@@ -64,8 +64,9 @@ def png_near(
     """The ``width`` x ``height`` scene whose PNG size is closest to ``target_bytes`` (bisecting the density)."""
 
     def make(density: int) -> SyntheticPng:
-        return SyntheticPng(scene_png(width, height, density=density, amplitude=amplitude, seed=seed), width, height,
-                            density, amplitude)
+        return SyntheticPng(
+            scene_png(width, height, density=density, amplitude=amplitude, seed=seed), width, height, density, amplitude
+        )
 
     lo, hi = 0, 256
     best = make(lo)

@@ -7,6 +7,7 @@ dropped at the end) and their own data directory.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 import signal
@@ -37,8 +38,8 @@ FAKE_GEMINI_KEY = "fake-gemini-key-for-tests"
 
 
 def docker_available() -> bool:
-    """True when a Docker engine answers; testcontainers is used then (not on machines without one)."""
-    if not shutil.which("docker"):
+    """True when a Docker engine answers and testcontainers is installed (``pip install testcontainers``)."""
+    if not shutil.which("docker") or importlib.util.find_spec("testcontainers") is None:
         return False
     probe = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=10)
     return probe.returncode == 0
