@@ -179,7 +179,6 @@ async def estimate_query_ms(dsn: str, quality: str, repeat: int = 20) -> dict[st
 async def measured_phase(
     target: Target,
     platform: Platform,
-    groups: dict[str, list[psutil.Process]],
     *,
     variant: str,
     concurrency: int,
@@ -189,9 +188,12 @@ async def measured_phase(
 ) -> tuple[PhaseResult, dict[str, Any]]:
     """One phase, with CPU of every process group over its measured window and the backlog before and after."""
     counts_before = await render_counts(platform.database_dsn)
+    groups: dict[str, list[psutil.Process]] = {}
 
     async def cpu_window() -> tuple[float, dict[str, float]]:
         await asyncio.sleep(round_warmup)
+        # Taken at the window's start: the connection pools (and postgres backends) have grown by then.
+        groups.update(platform.process_groups())
         return time.perf_counter(), group_cpu_seconds(groups)
 
     window = asyncio.create_task(cpu_window())
@@ -226,7 +228,6 @@ async def benchmark(
     duration: float,
     rounds: int,
 ) -> tuple[dict[str, list[PhaseResult]], dict[str, list[dict[str, Any]]]]:
-    groups = platform.process_groups()
     worker_tree = platform.service_tree("render-worker")
     print(f"render worker tree: {[p.pid for p in worker_tree]} (render pool included)", flush=True)
     for target in targets:
@@ -247,9 +248,9 @@ async def benchmark(
             }
             if variant == "worker_paused":
                 with paused(worker_tree):
-                    phase, extra = await measured_phase(target, platform, groups, **common)
+                    phase, extra = await measured_phase(target, platform, **common)
             else:
-                phase, extra = await measured_phase(target, platform, groups, **common)
+                phase, extra = await measured_phase(target, platform, **common)
             results.setdefault(phase.target, []).append(phase)
             context.setdefault(phase.target, []).append({"round": round_no, "statuses": phase.statuses, **extra})
             done = extra["renders_after"].get("completed", 0) - extra["renders_before"].get("completed", 0)

@@ -36,7 +36,6 @@ import psutil
 
 from bench.loadgen import proc_cpu_seconds
 from shared.apikeys import SCOPES
-from shared.devstack.processes import platform_processes
 from shared.engines import die_with_parent, free_port, stop_process, wait_for_port
 from shared.settings import ServiceSettings
 
@@ -77,6 +76,18 @@ DROPPED_NAMES = frozenset(
         "DB_POOL_SIZE",
     }
 )
+# ``shared.devstack.processes.platform_processes``: module -> process name (not called here: it builds every
+# service's settings, which refuse the placeholder secret outside APP_ENV=dev). An unknown module keeps its name.
+SERVICE_MODULES = {
+    "services.auth": "auth",
+    "services.renders": "renders-api",
+    "services.renders.worker": "render-worker",
+    "services.credits": "credits",
+    "services.webhooks": "webhooks-api",
+    "services.webhooks.dispatcher": "webhooks-dispatcher",
+    "services.telemetry": "telemetry",
+    "services.gateway": "gateway",
+}
 # The cmdline marker of each process whose CPU time a benchmark may want (see ``Platform.pids``).
 PROCESS_MARKERS = {
     "gateway": "services.gateway",
@@ -150,7 +161,7 @@ class Platform:
         """Every process of the platform under the name of the supervisor's child it belongs to: the service names
         of ``shared.devstack.processes`` (``render-worker`` includes its render pool), ``postgres`` (with its
         backends), ``kafka``, ``redis``; and ``supervisor`` itself."""
-        names = {spec.module: spec.name for spec in platform_processes()}
+        names = SERVICE_MODULES
         groups: dict[str, list[psutil.Process]] = {}
         try:
             supervisor = psutil.Process(self.proc.pid)
@@ -209,8 +220,8 @@ class Platform:
 def _group_name(cmdline: list[str], module_names: dict[str, str]) -> str:
     if "-m" in cmdline:
         index = cmdline.index("-m")
-        if index + 1 < len(cmdline) and cmdline[index + 1] in module_names:
-            return module_names[cmdline[index + 1]]
+        if index + 1 < len(cmdline):
+            return module_names.get(cmdline[index + 1], cmdline[index + 1])
     program = Path(cmdline[0]).name if cmdline else "?"
     if program.startswith("postgres"):
         return "postgres"

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -45,9 +46,26 @@ def docker_available() -> bool:
     return probe.returncode == 0
 
 
+@contextmanager
+def engine_directory(prefix: str = "plugin-platform-") -> Iterator[Path]:
+    """A directory for embedded engines outside pytest's temp tree.
+
+    The embedded PostgreSQL runs as an unprivileged user when tests run as root, so it must be able to traverse
+    every parent directory; pytest resets its own temp root to 0700 whenever a pytest session starts, which would
+    cut a running server off from its data mid-run.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("engines")
+def engine_dir() -> Iterator[Path]:
+    with engine_directory() as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

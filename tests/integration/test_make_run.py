@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from shared.engines import free_port, port_open
+from shared.testing.fixtures import engine_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT_VARS = (
@@ -84,7 +85,11 @@ async def sql(env: dict[str, str], statement: str) -> object:
 
 @pytest.mark.timeout(400)
 def test_make_run_starts_healthy_stops_clean_and_keeps_data(tmp_path: Path) -> None:
-    var_dir, log = tmp_path / "var", tmp_path / "make-run.log"
+    with engine_directory("make-run-") as var_dir:
+        make_run_twice(var_dir, tmp_path / "make-run.log")
+
+
+def make_run_twice(var_dir: Path, log: Path) -> None:
     env = make_run_env(var_dir)
 
     proc, seconds = start(env, log)
