@@ -11,6 +11,7 @@ import importlib
 import zlib
 from collections.abc import Iterable
 
+import sqlalchemy as sa
 from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import MetaData, Table, create_engine, text
@@ -61,6 +62,13 @@ def run_env(metadata: MetaData) -> None:
         conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": zlib.crc32(f"migrate.{schema}".encode())})
         conn.commit()
     engine.dispose()
+
+
+def timestamp(name: str, nullable: bool = True, default_now: bool = False) -> sa.Column:
+    """A ``timestamptz`` column for ``op.create_table``, optionally defaulting to ``now()``."""
+    return sa.Column(
+        name, sa.DateTime(timezone=True), nullable=nullable, server_default=sa.func.now() if default_now else None
+    )
 
 
 def create_tables(bind: object, *tables: Table) -> None:

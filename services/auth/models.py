@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, field_validator
 from pydantic import Field as PydanticField
-from sqlalchemy import Column, DateTime, Index, Text, func
+from sqlalchemy import Column, Index, Text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Field
 
 from shared.apikeys import SCOPES
-from shared.models import SQLModel, registry_for_schema
+from shared.models import SQLModel, new_id, registry_for_schema, timestamp_column
 from shared.outbox import outbox_table
 
 SCHEMA = "auth"
@@ -25,24 +24,16 @@ class AuthModel(SQLModel, registry=schema_registry):
     """Base of the auth schema's SQLModel tables."""
 
 
-def _uuid() -> str:
-    return str(uuid.uuid4())
-
-
-def _ts(nullable: bool = True, default_now: bool = False) -> Column:
-    return Column(DateTime(timezone=True), nullable=nullable, server_default=func.now() if default_now else None)
-
-
 class User(AuthModel, table=True):
     __tablename__ = "users"
 
-    id: str = Field(default_factory=_uuid, primary_key=True)
+    id: str = Field(default_factory=new_id, primary_key=True)
     email: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     name: str | None = None
     password_hash: str
     is_operator: bool = False
-    created_at: datetime | None = Field(default=None, sa_column=_ts(False, True))
-    deleted_at: datetime | None = Field(default=None, sa_column=_ts())
+    created_at: datetime | None = Field(default=None, sa_column=timestamp_column(False, True))
+    deleted_at: datetime | None = Field(default=None, sa_column=timestamp_column())
 
 
 class RefreshToken(AuthModel, table=True):
@@ -51,15 +42,15 @@ class RefreshToken(AuthModel, table=True):
     __tablename__ = "refresh_tokens"
     __table_args__ = (Index("ix_refresh_tokens_family", "family_id"),)
 
-    id: str = Field(default_factory=_uuid, primary_key=True)
+    id: str = Field(default_factory=new_id, primary_key=True)
     user_id: str = Field(index=True)
     family_id: str
     parent_id: str | None = None
     token_hash: str = Field(sa_column=Column(Text, nullable=False, unique=True))
-    created_at: datetime | None = Field(default=None, sa_column=_ts(False, True))
-    expires_at: datetime = Field(sa_column=_ts(False))
-    used_at: datetime | None = Field(default=None, sa_column=_ts())
-    revoked_at: datetime | None = Field(default=None, sa_column=_ts())
+    created_at: datetime | None = Field(default=None, sa_column=timestamp_column(False, True))
+    expires_at: datetime = Field(sa_column=timestamp_column(False))
+    used_at: datetime | None = Field(default=None, sa_column=timestamp_column())
+    revoked_at: datetime | None = Field(default=None, sa_column=timestamp_column())
 
 
 class ApiKey(AuthModel, table=True):
@@ -67,16 +58,16 @@ class ApiKey(AuthModel, table=True):
 
     __tablename__ = "plugin_api_keys"
 
-    id: str = Field(default_factory=_uuid, primary_key=True)
+    id: str = Field(default_factory=new_id, primary_key=True)
     user_id: str = Field(index=True)
     name: str
     key_hash: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     key_prefix: str
     scopes: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
-    expires_at: datetime | None = Field(default=None, sa_column=_ts())
-    last_used_at: datetime | None = Field(default=None, sa_column=_ts())
-    revoked_at: datetime | None = Field(default=None, sa_column=_ts())
-    created_at: datetime | None = Field(default=None, sa_column=_ts(False, True))
+    expires_at: datetime | None = Field(default=None, sa_column=timestamp_column())
+    last_used_at: datetime | None = Field(default=None, sa_column=timestamp_column())
+    revoked_at: datetime | None = Field(default=None, sa_column=timestamp_column())
+    created_at: datetime | None = Field(default=None, sa_column=timestamp_column(False, True))
 
 
 outbox = outbox_table(metadata)

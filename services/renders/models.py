@@ -3,18 +3,17 @@ request/response bodies."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic import Field as PydanticField
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, func
+from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field
 
 from shared.consumer import processed_events_table
-from shared.models import SQLModel, registry_for_schema
+from shared.models import SQLModel, new_id, registry_for_schema, timestamp_column
 from shared.outbox import outbox_table
 
 SCHEMA = "renders"
@@ -30,25 +29,17 @@ class RendersModel(SQLModel, registry=schema_registry):
     """Base of the renders schema's SQLModel tables."""
 
 
-def _uuid() -> str:
-    return str(uuid.uuid4())
-
-
-def _ts(nullable: bool = True, default_now: bool = False) -> Any:
-    return Column(DateTime(timezone=True), nullable=nullable, server_default=func.now() if default_now else None)
-
-
 class Project(RendersModel, table=True):
     __tablename__ = "projects"
     __table_args__ = (UniqueConstraint("user_id", "slug"),)
 
-    id: str = Field(default_factory=_uuid, primary_key=True)
+    id: str = Field(default_factory=new_id, primary_key=True)
     user_id: str = Field(index=True)
     name: str
     slug: str
     description: str = ""
     platform: str = "unknown"
-    created_at: datetime | None = Field(default=None, sa_column=_ts(False, True))
+    created_at: datetime | None = Field(default=None, sa_column=timestamp_column(False, True))
 
 
 class Render(RendersModel, table=True):
@@ -58,7 +49,7 @@ class Render(RendersModel, table=True):
         Index("ix_renders_processing_heartbeat", "heartbeat_at", postgresql_where="status = 'processing'"),
     )
 
-    id: str = Field(default_factory=_uuid, primary_key=True)
+    id: str = Field(default_factory=new_id, primary_key=True)
     user_id: str
     project_id: str | None = Field(default=None, index=True)
     status: str = "pending"
@@ -81,10 +72,10 @@ class Render(RendersModel, table=True):
     claim_token: str | None = None
     processing_time: float | None = None
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSONB, nullable=False))
-    created_at: datetime | None = Field(default=None, sa_column=_ts(False, True))
-    started_at: datetime | None = Field(default=None, sa_column=_ts())
-    heartbeat_at: datetime | None = Field(default=None, sa_column=_ts())
-    completed_at: datetime | None = Field(default=None, sa_column=_ts())
+    created_at: datetime | None = Field(default=None, sa_column=timestamp_column(False, True))
+    started_at: datetime | None = Field(default=None, sa_column=timestamp_column())
+    heartbeat_at: datetime | None = Field(default=None, sa_column=timestamp_column())
+    completed_at: datetime | None = Field(default=None, sa_column=timestamp_column())
 
 
 class IdempotencyKey(RendersModel, table=True):
@@ -94,7 +85,7 @@ class IdempotencyKey(RendersModel, table=True):
     key: str = Field(sa_column=Column(Text, primary_key=True))
     request_hash: str
     render_id: str
-    created_at: datetime | None = Field(default=None, sa_column=_ts(False, True))
+    created_at: datetime | None = Field(default=None, sa_column=timestamp_column(False, True))
 
 
 outbox = outbox_table(metadata)

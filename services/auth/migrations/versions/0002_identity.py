@@ -8,16 +8,12 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from shared.migrations import timestamp
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
-
-
-def _ts(name: str, nullable: bool = True, default_now: bool = False) -> sa.Column:
-    return sa.Column(
-        name, sa.DateTime(timezone=True), nullable=nullable, server_default=sa.func.now() if default_now else None
-    )
 
 
 def upgrade() -> None:
@@ -28,8 +24,8 @@ def upgrade() -> None:
         sa.Column("name", sa.Text),
         sa.Column("password_hash", sa.Text, nullable=False),
         sa.Column("is_operator", sa.Boolean, nullable=False, server_default=sa.false()),
-        _ts("created_at", False, True),
-        _ts("deleted_at"),
+        timestamp("created_at", False, True),
+        timestamp("deleted_at"),
     )
     op.create_table(
         "refresh_tokens",
@@ -38,10 +34,10 @@ def upgrade() -> None:
         sa.Column("family_id", sa.Text, nullable=False, index=True),
         sa.Column("parent_id", sa.Text),
         sa.Column("token_hash", sa.Text, nullable=False, unique=True),
-        _ts("created_at", False, True),
-        _ts("expires_at", False),
-        _ts("used_at"),
-        _ts("revoked_at"),
+        timestamp("created_at", False, True),
+        timestamp("expires_at", False),
+        timestamp("used_at"),
+        timestamp("revoked_at"),
     )
     op.create_table(
         "plugin_api_keys",
@@ -51,10 +47,10 @@ def upgrade() -> None:
         sa.Column("key_hash", sa.Text, nullable=False, unique=True),
         sa.Column("key_prefix", sa.Text, nullable=False),
         sa.Column("scopes", ARRAY(sa.Text), nullable=False),
-        _ts("expires_at"),
-        _ts("last_used_at"),
-        _ts("revoked_at"),
-        _ts("created_at", False, True),
+        timestamp("expires_at"),
+        timestamp("last_used_at"),
+        timestamp("revoked_at"),
+        timestamp("created_at", False, True),
     )
 
 

@@ -8,16 +8,12 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.migrations import timestamp
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
-
-
-def _ts(name: str, nullable: bool = True, default_now: bool = False) -> sa.Column:
-    return sa.Column(
-        name, sa.DateTime(timezone=True), nullable=nullable, server_default=sa.func.now() if default_now else None
-    )
 
 
 def upgrade() -> None:
@@ -29,7 +25,7 @@ def upgrade() -> None:
         sa.Column("slug", sa.Text, nullable=False),
         sa.Column("description", sa.Text, nullable=False, server_default=""),
         sa.Column("platform", sa.Text, nullable=False, server_default="unknown"),
-        _ts("created_at", False, True),
+        timestamp("created_at", False, True),
         sa.UniqueConstraint("user_id", "slug"),
     )
     op.create_table(
@@ -57,10 +53,10 @@ def upgrade() -> None:
         sa.Column("claim_token", sa.Text),
         sa.Column("processing_time", sa.Float),
         sa.Column("metadata", JSONB, nullable=False, server_default="{}"),
-        _ts("created_at", False, True),
-        _ts("started_at"),
-        _ts("heartbeat_at"),
-        _ts("completed_at"),
+        timestamp("created_at", False, True),
+        timestamp("started_at"),
+        timestamp("heartbeat_at"),
+        timestamp("completed_at"),
         sa.CheckConstraint(
             "status IN ('pending', 'processing', 'completed', 'failed', 'canceled')", name="ck_renders_status"
         ),
@@ -85,7 +81,7 @@ def upgrade() -> None:
         sa.Column("key", sa.Text, primary_key=True),
         sa.Column("request_hash", sa.Text, nullable=False),
         sa.Column("render_id", sa.Text, nullable=False),
-        _ts("created_at", False, True),
+        timestamp("created_at", False, True),
     )
 
 
