@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -40,6 +42,7 @@ import httpx
 import psutil
 import typer
 import uvloop
+from PIL import Image
 
 from bench.images import SyntheticPng, png_near
 from bench.loadgen import (
@@ -57,14 +60,17 @@ from bench.loadgen import (
 from bench.stack import (
     RESULTS_DIR,
     Platform,
+    cpu_delta,
     create_api_key,
     environment_report,
     grant_credits,
-    group_cpu_seconds,
+    machine_busy_seconds,
     paused,
+    process_cpu_seconds,
     running_platform,
     sign_up,
 )
+from services.renders.rendering import validate_upload
 
 RESULTS_FILE = RESULTS_DIR / "render_create.json"
 RENDERS_PATH = "/api/plugins/renders"
@@ -190,11 +196,11 @@ async def measured_phase(
     counts_before = await render_counts(platform.database_dsn)
     groups: dict[str, list[psutil.Process]] = {}
 
-    async def cpu_window() -> tuple[float, dict[str, float]]:
+    async def cpu_window() -> tuple[float, dict[tuple[str, int], float], float, int]:
         await asyncio.sleep(round_warmup)
         # Taken at the window's start: the connection pools (and postgres backends) have grown by then.
         groups.update(platform.process_groups())
-        return time.perf_counter(), group_cpu_seconds(groups)
+        return time.perf_counter(), process_cpu_seconds(groups), machine_busy_seconds(), await db_sessions(platform)
 
     window = asyncio.create_task(cpu_window())
     client_before = time.process_time()
@@ -207,15 +213,37 @@ async def measured_phase(
         ok_status=202,
     )
     finished = time.perf_counter()
-    after = group_cpu_seconds(groups)
+    after = process_cpu_seconds(groups)
+    machine_after = machine_busy_seconds()
     client_cpu = time.process_time() - client_before
-    started, before = await window
+    sessions_after = await db_sessions(platform)
+    started, before, machine_before, sessions_before = await window
     phase.target = f"{variant}/{target.name}"
     phase.cpu_window_seconds = finished - started
-    phase.cpu_seconds = {name: after[name] - before.get(name, 0.0) for name in after}
+    phase.cpu_seconds = cpu_delta(before, after)
     phase.cpu_seconds["client"] = client_cpu * duration / (round_warmup + duration)
     counts_after = await render_counts(platform.database_dsn)
-    return phase, {"renders_before": counts_before, "renders_after": counts_after}
+    machine_cores = (machine_after - machine_before) / phase.cpu_window_seconds
+    platform_cores = sum(v for k, v in phase.cpu_seconds.items() if k != "client") / phase.cpu_window_seconds
+    return phase, {
+        "renders_before": counts_before,
+        "renders_after": counts_after,
+        "machine_busy_cores": round(machine_cores, 2),
+        "platform_busy_cores": round(platform_cores, 2),
+        "other_busy_cores": round(machine_cores - platform_cores - phase.cpu_seconds["client"] / duration, 2),
+        "new_db_sessions": sessions_after - sessions_before,
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
+async def db_sessions(platform: Platform) -> int:
+    """Sessions ever opened on the platform's database (pg_stat_database.sessions): connection churn."""
+    conn = await asyncpg.connect(platform.database_dsn)
+    try:
+        value = await conn.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return int(value) - 1  # this very connection
+    finally:
+        await conn.close()
 
 
 async def benchmark(
@@ -228,8 +256,6 @@ async def benchmark(
     duration: float,
     rounds: int,
 ) -> tuple[dict[str, list[PhaseResult]], dict[str, list[dict[str, Any]]]]:
-    worker_tree = platform.service_tree("render-worker")
-    print(f"render worker tree: {[p.pid for p in worker_tree]} (render pool included)", flush=True)
     for target in targets:
         print(f"warm-up {target.name} {warmup:.1f}s (worker running)", flush=True)
         await run_phase(target, concurrency=concurrency, warmup=warmup, duration=0.0, ok_status=202)
@@ -247,7 +273,8 @@ async def benchmark(
                 "round_no": round_no,
             }
             if variant == "worker_paused":
-                with paused(worker_tree):
+                # The tree is taken now: the render pool process is started lazily, at the first render.
+                with paused(platform.service_tree("render-worker")):
                     phase, extra = await measured_phase(target, platform, **common)
             else:
                 phase, extra = await measured_phase(target, platform, **common)
@@ -255,7 +282,12 @@ async def benchmark(
             context.setdefault(phase.target, []).append({"round": round_no, "statuses": phase.statuses, **extra})
             done = extra["renders_after"].get("completed", 0) - extra["renders_before"].get("completed", 0)
             backlog = extra["renders_after"].get("pending", 0)
-            print(f"{describe_phase(phase)}  [renders completed {done}, pending after {backlog}]", flush=True)
+            print(
+                f"{describe_phase(phase)}  [renders done {done}, pending {backlog}; cores busy: platform "
+                f"{extra['platform_busy_cores']}, machine {extra['machine_busy_cores']}, other "
+                f"{extra['other_busy_cores']}; new db sessions {extra['new_db_sessions']}]",
+                flush=True,
+            )
     return results, context
 
 
@@ -277,7 +309,33 @@ def cpu_per_create(phases: list[PhaseResult]) -> dict[str, float]:
     per["platform_total"] = round(platform_total / requests * 1000, 3) if requests else float("nan")
     seconds = sum(p.cpu_window_seconds for p in phases)
     per["platform_cores_busy"] = round(platform_total / seconds, 2) if seconds else float("nan")
+    # What 2 cores given to the platform alone could sustain at this CPU cost (client and other work excluded).
+    per["capacity_rps_on_2_dedicated_cores"] = round(2000 / per["platform_total"], 1) if platform_total else 0.0
     return per
+
+
+def upload_check_costs(image: bytes, repeat: int = 15) -> dict[str, float]:
+    """The upload check every create runs (``validate_upload``: a full decode) timed alone in this process, next to
+    a header + chunk-CRC check (``Image.verify``) that decodes no pixel, for comparison."""
+
+    def median_ms(fn: Any) -> float:
+        samples = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return ms(statistics.median(samples))
+
+    def verify_only() -> None:
+        with Image.open(io.BytesIO(image), formats=["PNG"]) as opened:
+            opened.verify()
+
+    encoded = base64.b64encode(image)
+    return {
+        "validate_upload_ms": median_ms(lambda: validate_upload(image, "image/png")),
+        "png_header_and_crc_verify_ms": median_ms(verify_only),
+        "base64_decode_ms": median_ms(lambda: base64.b64decode(encoded, validate=True)),
+    }
 
 
 def verdict(summary: dict[str, Any]) -> dict[str, Any]:
@@ -306,6 +364,8 @@ def main(
     started = time.monotonic()
     image = png_near(target_bytes)
     print(f"input PNG: {image.describe()}", flush=True)
+    check_costs = upload_check_costs(image.data)
+    print(f"in this process, platform not started: {check_costs}", flush=True)
     config: dict[str, Any] = {
         "concurrency": concurrency,
         "duration": duration,
@@ -337,7 +397,8 @@ def main(
         )
         estimate = runner.run(estimate_query_ms(platform.database_dsn, quality))
         final_counts = runner.run(render_counts(platform.database_dsn))
-    report(image, platform, config, bodies, accepted, results, context, estimate, final_counts, output, started)
+    extras = {"estimate_query_at_end": estimate, "renders_at_end": final_counts, "upload_check_alone": check_costs}
+    report(image, platform, config, bodies, accepted, results, context, extras, output, started)
 
 
 async def accounts(platform: Platform, count: int) -> tuple[list[str], list[str]]:
@@ -358,11 +419,11 @@ def report(
     accepted: dict[str, Any],
     results: dict[str, list[PhaseResult]],
     context: dict[str, list[dict[str, Any]]],
-    estimate: dict[str, Any],
-    final_counts: dict[str, int],
+    extras: dict[str, Any],
     output: Path,
     started: float,
 ) -> None:
+    estimate, final_counts = extras["estimate_query_at_end"], extras["renders_at_end"]
     print(
         f"\nrender create through the gateway, c{config['concurrency']}, {config['users']} account(s), "
         f"PNG {len(image.data)} bytes ({image.width}x{image.height}); median over {config['rounds']} rounds"
@@ -386,13 +447,23 @@ def report(
             **s,
             "goals_met": verdict(s),
             "cpu_ms_per_create": cpu_per_create(phases),
+            "other_work_busy_cores_median": statistics.median(c["other_busy_cores"] for c in context[name]),
+            "new_db_sessions_per_create": round(
+                sum(c["new_db_sessions"] for c in context[name]) / max(1, s["requests"] + s["errors"]), 3
+            ),
             "phases": context[name],
         }
     print("\nCPU ms per create by process group (measured windows, not net of idle):")
     for name, v in variants.items():
         cpu = v["cpu_ms_per_create"]
-        line = ", ".join(f"{k} {val:.2f}" for k, val in cpu.items() if k not in ("platform_cores_busy",))
-        print(f"  {name:<24} {line}; platform busy {cpu['platform_cores_busy']:.2f} cores")
+        skip = ("platform_cores_busy", "capacity_rps_on_2_dedicated_cores")
+        line = ", ".join(f"{k} {val:.2f}" for k, val in cpu.items() if k not in skip and val >= 0.05)
+        print(
+            f"  {name:<24} {line}\n  {'':<24} platform busy {cpu['platform_cores_busy']:.2f} cores, other work on "
+            f"the machine {v['other_work_busy_cores_median']:.2f} cores; at this CPU cost 2 dedicated cores would "
+            f"sustain ~{cpu['capacity_rps_on_2_dedicated_cores']:.0f} creates/s; new DB sessions per create "
+            f"{v['new_db_sessions_per_create']}"
+        )
     print(f"\ngoals: >= {GOALS['throughput_rps_min']:.0f} req/s and p99 <= {GOALS['p99_ms_max']:.0f} ms")
     for name, v in variants.items():
         ok = v["goals_met"]
@@ -417,8 +488,7 @@ def report(
             "platform": environment_report(platform),
             "preflight_answers": accepted,
             "variants": variants,
-            "estimate_query_at_end": estimate,
-            "renders_at_end": final_counts,
+            **extras,
             "wall_seconds": round(time.monotonic() - started, 1),
             "notes": [
                 "worker_running: the render worker renders the backlog the creates build, on the same 2 cores",

@@ -235,14 +235,37 @@ def _group_name(cmdline: list[str], module_names: dict[str, str]) -> str:
 def group_cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
     """User + system CPU seconds so far of each group (processes gone since the groups were taken count 0)."""
     spent: dict[str, float] = {}
+    for (name, _), value in process_cpu_seconds(groups).items():
+        spent[name] = spent.get(name, 0.0) + value
+    return spent
+
+
+def process_cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[tuple[str, int], float]:
+    """User + system CPU seconds so far of every live process of every group, by (group, pid)."""
+    spent: dict[tuple[str, int], float] = {}
     for name, processes in groups.items():
-        total = 0.0
         for process in processes:
             with contextlib.suppress(psutil.Error):
                 times = process.cpu_times()
-                total += times.user + times.system
-        spent[name] = total
+                spent[(name, process.pid)] = times.user + times.system
     return spent
+
+
+def cpu_delta(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float]) -> dict[str, float]:
+    """CPU seconds each group spent between two ``process_cpu_seconds`` snapshots, over the processes alive at
+    both (a process that exited in between, e.g. a closed postgres backend, is left out rather than counted
+    negative)."""
+    spent: dict[str, float] = {}
+    for key, value in after.items():
+        if key in before:
+            spent[key[0]] = spent.get(key[0], 0.0) + max(0.0, value - before[key])
+    return spent
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (every process, ours or not; /proc/stat less idle and iowait)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 @contextlib.contextmanager

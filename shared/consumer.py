@@ -6,6 +6,7 @@ that transaction commits, so a crash in between redelivers the event and the rec
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -97,4 +98,10 @@ def subscribe_idempotent(
         if event_types is not None and event.type not in event_types:
             EVENTS_CONSUMED.labels(group, event.type, "ignored").inc()
             return
-        await handle_once(sessions, table, event, effect, group=group)
+        try:
+            await handle_once(sessions, table, event, effect, group=group)
+        except Exception:
+            EVENTS_CONSUMED.labels(group, event.type, "retry").inc()
+            log.warning("event_effect_failed_retrying", topic=topic, exc_info=True)
+            await asyncio.sleep(1)  # the record is fetched again at once after the nack: don't spin on a dead DB
+            raise

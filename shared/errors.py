@@ -122,7 +122,20 @@ async def _http_error(_: Request, exc: Exception) -> JsonResponse:
     return error_response(exc.status_code, str(exc.detail), "INVALID_INPUT", headers=headers)
 
 
+BAD_TEXT_SQLSTATES = frozenset({"22021", "22P05"})  # character_not_in_repertoire, untranslatable_character
+
+
+def _is_bad_text(exc: Exception) -> bool:
+    """PostgreSQL refusing a string (e.g. a NUL character) is the caller's input, not our failure."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in BAD_TEXT_SQLSTATES or getattr(exc, "sqlstate", None) in BAD_TEXT_SQLSTATES
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JsonResponse:
+    if _is_bad_text(exc):
+        return error_response(
+            400, "Text contains characters that cannot be stored", "INVALID_INPUT", {"reason": "text"}
+        )
     log.error("unhandled_exception", error_type=type(exc).__name__, path=request.url.path, exc_info=exc)
     rid = _request_id(request)
     headers = {"X-Request-Id": rid} if rid else None

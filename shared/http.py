@@ -138,6 +138,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        redirect_slashes=False,  # a redirect would carry this service's internal address to the client
     )
     app.state.settings = settings
     install_error_handlers(app)

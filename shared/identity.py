@@ -66,6 +66,7 @@ def verify_identity(token: str, secret: str) -> Identity:
             audience=AUDIENCE,
             issuer=ISSUER,
             options={"require": ["exp", "iat", "iss", "aud"]},
+            leeway=5,  # clock skew between the gateway's host and this one
         )
     except jwt.PyJWTError as exc:
         raise AuthRequiredError("Missing or invalid internal identity") from exc

@@ -16,7 +16,17 @@ from shared.identity import IDENTITY_HEADER, Identity, sign_identity
 
 
 class InternalClient:
-    def __init__(self, base_url: str, *, caller: str, secret: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        caller: str,
+        secret: str,
+        timeout: float = 5.0,
+        passthrough: frozenset[int] = frozenset({402, 404, 409}),
+    ) -> None:
+        """``passthrough``: statuses whose contract error is relayed to the caller as is (e.g. 402 credits)."""
+        self.passthrough = passthrough
         self.caller = caller
         self.secret = secret
         self.http = httpx.AsyncClient(
@@ -44,7 +54,15 @@ class InternalClient:
             raise ServiceUnavailableError(
                 "A platform service is temporarily unavailable", details={"service": str(self.http.base_url)}
             ) from exc
-        body = response.json() if response.content else {}
+        try:
+            body = response.json() if response.content else {}
+        except ValueError:
+            body = {}
+        if response.status_code >= 400 and response.status_code not in self.passthrough:
+            # Another service's refusal (its auth, its validation) is our fault, not the caller's: never leak it.
+            raise ServiceUnavailableError(
+                "A platform service refused an internal request", details={"status": response.status_code}
+            )
         if response.status_code >= 400:
             known = {"success", "error", "errorCode", "details"}
             raise DomainError(

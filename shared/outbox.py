@@ -224,7 +224,13 @@ class OutboxRelay:
                     )
                 )
             results = await asyncio.gather(*futures, return_exceptions=True)
-            sent = [row for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
+            # Only the rows before the first failure count as sent: the failed row and everything after it are
+            # published again in order (a duplicate is dropped by consumers; an event overtaking another is not).
+            sent = []
+            for row, res in zip(rows, results, strict=True):
+                if isinstance(res, BaseException):
+                    break
+                sent.append(row)
             if sent:
                 await conn.execute(
                     "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in sent]

@@ -8,7 +8,10 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
-def serve(factory: Callable[[], ASGIApp], *, port: int, host: str = "127.0.0.1") -> None:
+def serve(
+    factory: Callable[[], ASGIApp], *, port: int, host: str = "127.0.0.1", forwarded_allow_ips: str = "127.0.0.1"
+) -> None:
+    """``forwarded_allow_ips``: the proxies (ingress) whose ``X-Forwarded-For`` is trusted for the client address."""
     uvicorn.run(
         factory(),
         host=host,
@@ -19,4 +22,6 @@ def serve(factory: Callable[[], ASGIApp], *, port: int, host: str = "127.0.0.1")
         log_config=None,
         timeout_graceful_shutdown=20,
         server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
     )

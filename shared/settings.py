@@ -58,6 +58,10 @@ class ServiceSettings(BaseSettings):
     s3_url_ttl_seconds: int = Field(86400, ge=3600, le=604800, validation_alias=_unprefixed("S3_URL_TTL_SECONDS"))
     s3_create_bucket: bool = Field(False, validation_alias=_unprefixed("S3_CREATE_BUCKET"))
     public_base_url: str = Field("http://127.0.0.1:8080", validation_alias=_unprefixed("PUBLIC_BASE_URL"))
+    # Outgoing calls to user URLs (webhooks, callback_url): private networks only when set, or by default in dev.
+    webhook_allow_private_networks: bool | None = Field(
+        None, validation_alias=_unprefixed("WEBHOOK_ALLOW_PRIVATE_NETWORKS")
+    )
     outbox_batch_size: int = Field(500, validation_alias=_unprefixed("OUTBOX_BATCH_SIZE"))
     outbox_poll_seconds: float = Field(1.0, validation_alias=_unprefixed("OUTBOX_POLL_SECONDS"))
 
@@ -76,3 +80,8 @@ class ServiceSettings(BaseSettings):
     @property
     def is_dev(self) -> bool:
         return self.app_env == "dev"
+
+    @property
+    def allow_private_networks(self) -> bool:
+        explicit = self.webhook_allow_private_networks
+        return self.is_dev if explicit is None else explicit

@@ -7,6 +7,7 @@ The S3 adapter (``shared.storage_s3``) hands out presigned URLs pointing at the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -49,7 +50,7 @@ def sign(secret: str, key: str, expires: int) -> str:
 
 def verify_signature(secret: str, key: str, expires: str, signature: str, now: float | None = None) -> bool:
     """True when ``signature`` was made with ``secret`` for ``key`` and ``expires`` is still in the future."""
-    if not expires.isdigit() or int(expires) < (now if now is not None else time.time()):
+    if not (expires.isascii() and expires.isdigit()) or int(expires) < (now if now is not None else time.time()):
         return False
     return hmac.compare_digest(sign(secret, key, int(expires)), signature)
 
@@ -69,7 +70,10 @@ class LocalStorage:
         return path
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
-        path = self.path_of(key)
+        await asyncio.to_thread(self._write, self.path_of(key), data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(data)
@@ -77,7 +81,7 @@ class LocalStorage:
 
     async def get(self, key: str) -> bytes:
         try:
-            return self.path_of(key).read_bytes()
+            return await asyncio.to_thread(self.path_of(key).read_bytes)
         except FileNotFoundError as exc:
             raise StorageError(f"no object {key!r}") from exc
 

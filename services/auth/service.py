@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -122,8 +123,12 @@ async def create_user(
         raise AlreadyExistsError("An account with this email already exists", details={"field": "email"})
     is_operator = operator or email in ctx.settings.admin_email_set()
     user = User(email=email, name=name, password_hash=await ctx.passwords.hash(password), is_operator=is_operator)
-    session.add(user)
-    await session.flush()
+    try:
+        async with session.begin_nested():  # two signups of one email at once: the loser gets 409, not 500
+            session.add(user)
+            await session.flush()
+    except IntegrityError as exc:
+        raise AlreadyExistsError("An account with this email already exists", details={"field": "email"}) from exc
     await session.refresh(user)
     return user
 

@@ -67,3 +67,11 @@ async def credits_of(user_id: UserIdPath, session: SessionDep) -> JsonResponse:
 
 
 routers = [public_router, internal_router]
+
+
+@internal_router.post("/{user_id}/reservations/{render_id}/release")
+async def release_reservation(user_id: UserIdPath, render_id: UserIdPath, session: SessionDep) -> JsonResponse:
+    """Compensation for a render that was never created (its transaction failed after the reservation):
+    idempotent, and a no-op when there is no reservation or it was already settled."""
+    released = await service.release(session, render_id, "Render not created")
+    return JsonResponse({"success": True, "data": {"renderId": render_id, "released": released}})

@@ -6,4 +6,4 @@ from shared.serve import serve
 
 if __name__ == "__main__":
     settings = Settings()
-    serve(create_app, port=settings.port, host=settings.host)
+    serve(create_app, port=settings.port, host=settings.host, forwarded_allow_ips=settings.forwarded_allow_ips)

@@ -33,6 +33,7 @@ from shared.identity import IDENTITY_HEADER, Identity, sign_identity
 log = structlog.stdlib.get_logger(__name__)
 
 ALLOWED_ALGORITHMS = ("EdDSA",)
+CLOCK_SKEW_SECONDS = 5
 
 
 def service_headers(settings: Settings, request_id: str | None = None) -> dict[str, str]:
@@ -75,7 +76,7 @@ class JwtVerifier:
         self._last_fetch = 0.0
         self._fetch_lock = asyncio.Lock()
         # Verified tokens until they expire: the signature check is the costliest step of a Bearer request.
-        self._verified: OrderedDict[str, tuple[Principal, float, float]] = OrderedDict()
+        self._verified: OrderedDict[str, tuple[Principal, float, float, str]] = OrderedDict()
 
     async def refresh_keys(self) -> None:
         async with self.session.get(self.settings.auth_url + "/.well-known/jwks.json") as response:
@@ -86,6 +87,16 @@ class JwtVerifier:
             if jwk.get("alg") in ALLOWED_ALGORITHMS and jwk.get("kid"):
                 keys[jwk["kid"]] = jwt.PyJWK(jwk)
         self._keys = keys
+
+    async def run_refresh(self) -> None:
+        """Re-read the JWKS periodically, so a key withdrawn by auth stops verifying everywhere."""
+        while True:
+            await asyncio.sleep(self.settings.jwks_refresh_seconds)
+            try:
+                await self.refresh_keys()
+                self._last_fetch = time.monotonic()
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.warning("jwks_refresh_failed", error=type(exc).__name__)
 
     async def _key(self, kid: str) -> jwt.PyJWK | None:
         key = self._keys.get(kid)
@@ -106,20 +117,23 @@ class JwtVerifier:
     async def verify(self, token: str) -> Principal:
         cached = self._verified.get(token)
         if cached is not None:
-            principal, issued_at, expires_at = cached
+            principal, issued_at, expires_at, kid = cached
+            if kid not in self._keys:  # its signing key was withdrawn from the JWKS
+                del self._verified[token]
+                raise InvalidTokenError()
             if time.time() >= expires_at:
                 del self._verified[token]
                 raise TokenExpiredError()
             if self.denylist.refuses(principal.user_id, issued_at):
                 raise InvalidTokenError()
             return principal
-        principal, issued_at, expires_at = await self._verify_signed(token)
-        self._verified[token] = (principal, issued_at, expires_at)
+        principal, issued_at, expires_at, kid = await self._verify_signed(token)
+        self._verified[token] = (principal, issued_at, expires_at, kid)
         if len(self._verified) > self.settings.jwt_cache_max_entries:
             self._verified.popitem(last=False)
         return principal
 
-    async def _verify_signed(self, token: str) -> tuple[Principal, float, float]:
+    async def _verify_signed(self, token: str) -> tuple[Principal, float, float, str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -137,11 +151,14 @@ class JwtVerifier:
                 audience=self.settings.jwt_audience,
                 issuer=self.settings.jwt_issuer,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                leeway=CLOCK_SKEW_SECONDS,  # for iat/nbf between hosts; expiry is checked strictly below
             )
         except jwt.ExpiredSignatureError as exc:
             raise TokenExpiredError() from exc
         except jwt.PyJWTError as exc:
             raise InvalidTokenError() from exc
+        if float(claims["exp"]) <= time.time():
+            raise TokenExpiredError()
         user_id = str(claims["sub"])
         if self.denylist.refuses(user_id, float(claims["iat"])):
             raise InvalidTokenError()
@@ -151,7 +168,7 @@ class JwtVerifier:
             scopes=apikeys.SCOPES,
             is_operator="operator" in (claims.get("roles") or ()),
         )
-        return principal, float(claims["iat"]), float(claims["exp"])
+        return principal, float(claims["iat"]), float(claims["exp"]), header["kid"]
 
 
 @dataclass(slots=True)
@@ -178,6 +195,10 @@ class ApiKeyVerifier:
         self.usage = usage
         self._cache: OrderedDict[str, CachedKey] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[CachedKey]] = {}
+        # Revocations seen on apikey.events: an answer from auth that was in flight when the event arrived must
+        # not put the key back in the cache as valid.
+        self._revoked_digests: OrderedDict[str, None] = OrderedDict()
+        self._revoked_key_ids: OrderedDict[str, None] = OrderedDict()
 
     async def verify(self, key: str, request_id: str | None = None) -> Principal:
         if not apikeys.is_well_formed(key):
@@ -245,7 +266,7 @@ class ApiKeyVerifier:
                 user_id=data["userId"],
                 auth_method="api_key",
                 scopes=tuple(data["scopes"]),
-                is_operator=bool(data.get("isOperator")),
+                is_operator=False,  # operator powers need the operator's own access token
                 key_id=data["keyId"],
             )
             return CachedKey(now, principal, datetime.fromisoformat(expires).timestamp() if expires else None)
@@ -254,6 +275,10 @@ class ApiKeyVerifier:
         raise UpstreamUnavailableError("auth")
 
     def _store(self, digest: str, entry: CachedKey) -> None:
+        if entry.principal is not None and (
+            digest in self._revoked_digests or entry.principal.key_id in self._revoked_key_ids
+        ):
+            entry = CachedKey(entry.cached_at, refusal="API_KEY_REVOKED")
         self._cache[digest] = entry
         self._cache.move_to_end(digest)
         while len(self._cache) > self.settings.api_key_cache_max_entries:
@@ -261,6 +286,11 @@ class ApiKeyVerifier:
 
     def revoked(self, digest: str | None, key_id: str) -> None:
         """An ``apikey.revoked`` event: answer API_KEY_REVOKED from now on, without asking auth."""
+        for seen, value in ((self._revoked_key_ids, key_id), (self._revoked_digests, digest)):
+            if value:
+                seen[value] = None
+                while len(seen) > self.settings.api_key_cache_max_entries:
+                    seen.popitem(last=False)
         if digest:
             self._cache[digest] = CachedKey(time.monotonic(), refusal="API_KEY_REVOKED")
         for cached_digest, entry in list(self._cache.items()):

@@ -21,6 +21,8 @@ class Settings(ServiceSettings):
     telemetry_url: str = "http://127.0.0.1:8107"
     upstream_timeout_seconds: float = 60.0
     upstream_connect_timeout_seconds: float = 2.0
+    upstream_pool_wait_seconds: float = 5.0
+    forwarded_allow_ips: str = "127.0.0.1"
     upstream_max_connections: int = 500
     health_check_timeout_seconds: float = 1.0
     health_cache_seconds: float = 1.0
@@ -28,9 +30,10 @@ class Settings(ServiceSettings):
     jwt_issuer: str = "plugin-platform"
     jwt_audience: str = "plugin-api"
     jwks_min_refetch_seconds: float = 5.0
+    jwks_refresh_seconds: float = 300.0
     jwt_cache_max_entries: int = 100_000
     # API keys: verified by auth on a miss, then cached; revocations arrive as events and drop entries at once.
-    api_key_cache_seconds: float = 300.0
+    api_key_cache_seconds: float = 60.0
     api_key_negative_cache_seconds: float = 5.0
     api_key_cache_max_entries: int = 100_000
     key_usage_flush_seconds: float = 5.0

@@ -68,6 +68,7 @@ async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(app.state.key_events.run(), name="key-events"),
         asyncio.create_task(backfill_deleted_users(settings, session, denylist), name="deleted-users"),
         asyncio.create_task(usage.run(), name="key-usage"),
+        asyncio.create_task(jwt_verifier.run_refresh(), name="jwks-refresh"),
     ]
     try:
         yield

@@ -37,7 +37,10 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
         limit=settings.upstream_max_connections, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300
     )
     timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=settings.upstream_connect_timeout_seconds, sock_read=settings.upstream_timeout_seconds
+        total=None,
+        connect=settings.upstream_pool_wait_seconds,  # waiting for a pooled connection is bounded too
+        sock_connect=settings.upstream_connect_timeout_seconds,
+        sock_read=settings.upstream_timeout_seconds,
     )
     return aiohttp.ClientSession(
         connector=connector,

@@ -74,6 +74,12 @@ class Pipeline:
         plugin = detect_plugin(headers)
         extra: list[tuple[bytes, bytes]] = []
         try:
+            if (
+                "\x00" in scope["path"]
+                or b"%00" in scope.get("query_string", b"")
+                or b"%00" in scope.get("raw_path", b"")
+            ):
+                raise DomainError("NUL characters are not allowed in URLs", details={"field": "url", "reason": "NUL"})
             policy = policy_for(scope["method"], scope["path"])
             principal = await self.authenticate(headers, policy, request_id)
             authorize(principal, policy)
@@ -110,6 +116,16 @@ class Pipeline:
             )
         except DomainError as exc:
             await send_error(send, exc, extra)
+        except Exception as exc:
+            # The envelope, never a bare 500 (if the upstream's headers are already out, the stream just ends).
+            log.error("gateway_unhandled_exception", error_type=type(exc).__name__, service=service, exc_info=exc)
+            await send_error(
+                send,
+                DomainError(
+                    "Internal error", status_code=500, error_code="INTERNAL_ERROR", details={"requestId": request_id}
+                ),
+                extra,
+            )
 
     async def authenticate(self, headers: Headers, policy: Policy, request_id: str) -> Principal | None:
         """API.md: an ``Authorization`` header alone decides; else ``X-Api-Key``; else anonymous."""
@@ -151,8 +167,8 @@ class Pipeline:
         self, scope: Scope, principal: Principal | None, policy: Policy, body: bytes | None
     ) -> Decision | None:
         if principal is not None:
-            subject = principal.key_id or principal.user_id
-            return await self.limiter.check("api", subject, self.settings.rate_limit_per_minute)
+            # Per user, not per key: more keys must not mean more quota.
+            return await self.limiter.check("api", principal.user_id, self.settings.rate_limit_per_minute)
         if policy.access is not Access.CREDENTIALS:
             return None
         # Two limits on the sign-in family: per IP + account (email, or the refresh token presented), strict;
@@ -164,6 +180,12 @@ class Pipeline:
         return await self.limiter.check(
             "auth", f"{client_ip}:{_account_of(body)}", self.settings.auth_rate_limit_per_minute
         )
+
+
+def _has_nul(scope: Scope) -> bool:
+    """A NUL in a URL is never meaningful and PostgreSQL cannot store it: refuse it at the door."""
+    raw = scope.get("raw_path") or b""
+    return "\x00" in scope["path"] or b"%00" in raw or b"%00" in scope.get("query_string", b"")
 
 
 def _account_of(body: bytes | None) -> str:

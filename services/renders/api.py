@@ -36,12 +36,23 @@ def _user(identity: object) -> str:
 async def create_render(
     request: Request,
     identity: UserIdentityDep,
-    session: SessionDep,
     ctx: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JsonResponse:
-    submission = await parse_submission(request, ctx.settings.max_upload_bytes)
-    accepted = await service.create_render(session, ctx, identity, submission, idempotency_key)
+    """Its own unit of work: credits are reserved in another service, so a failed commit must give them back."""
+    async with request.app.state.upload_slots:
+        submission = await parse_submission(request, ctx.settings.max_upload_bytes)
+        reserving: list[str] = []
+        try:
+            async with unit_of_work(request.app.state.runtime.sessions) as session:
+                accepted = await service.create_render(
+                    session, ctx, identity, submission, idempotency_key, on_reserving=reserving.append
+                )
+        except BaseException as exc:
+            refused = isinstance(exc, DomainError) and exc.status_code == 402  # nothing was reserved
+            for render_id in [] if refused else reserving:
+                await service.release_orphan(ctx, _user(identity), render_id)
+            raise
     return JsonResponse({"success": True, "data": accepted.model_dump(mode="json")}, status_code=202)
 
 

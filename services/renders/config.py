@@ -18,6 +18,7 @@ class Settings(ServiceSettings):
         50 * 1024 * 1024, validation_alias=AliasChoices("MAX_UPLOAD_BYTES", "RENDERS_MAX_UPLOAD_BYTES")
     )
     max_input_pixels: int = 50_000_000
+    max_concurrent_uploads: int = 16  # bounds the memory held by uploads being parsed and validated at once
     cost_standard: int = Field(5, validation_alias=AliasChoices("RENDER_COST_STANDARD", "RENDERS_COST_STANDARD"))
     cost_high: int = Field(10, validation_alias=AliasChoices("RENDER_COST_HIGH", "RENDERS_COST_HIGH"))
     cost_ultra: int = Field(15, validation_alias=AliasChoices("RENDER_COST_ULTRA", "RENDERS_COST_ULTRA"))

@@ -5,12 +5,18 @@ from __future__ import annotations
 from shared.errors import DomainError, NotFoundError, PayloadTooLargeError
 
 __all__ = [
+    "AlreadyExistsError",
     "DomainError",
     "IdempotencyConflictError",
     "InvalidStateError",
     "NotFoundError",
     "PayloadTooLargeError",
 ]
+
+
+class AlreadyExistsError(DomainError):
+    status_code = 409
+    error_code = "ALREADY_EXISTS"
 
 
 class InvalidStateError(DomainError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,6 +41,7 @@ async def renders_resources(app: FastAPI) -> AsyncIterator[None]:
         credits=InternalClient(settings.credits_url, caller="renders", secret=settings.internal_identity_secret),
     )
     app.state.renders = context
+    app.state.upload_slots = asyncio.Semaphore(settings.max_concurrent_uploads)
     app.state.status_hub = StatusHub(settings.database_url)
     await app.state.status_hub.start()
     try:

@@ -118,8 +118,12 @@ class JobProcessor:
     async def _heartbeat(self, claim: Claim) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_seconds / 3)
-            with contextlib.suppress(ClaimLost):
+            try:
                 await self._touch(claim)
+            except ClaimLost:
+                return
+            except Exception as exc:  # keep beating: one failed write must not let the lease lapse silently
+                log.warning("render_heartbeat_failed", render_id=claim.render_id, error=type(exc).__name__)
 
     # --- the job ---------------------------------------------------------------------------------------------------
     async def process(self, render_id: str) -> None:

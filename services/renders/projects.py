@@ -7,10 +7,11 @@ import unicodedata
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.renders.errors import NotFoundError
+from services.renders.errors import AlreadyExistsError, NotFoundError
 from services.renders.models import Project, ProjectIn, ProjectOut, ProjectPage, Render
 
 MAX_SLUG_LENGTH = 60
@@ -35,10 +36,10 @@ def _out(project: Project, render_count: int) -> ProjectOut:
     )
 
 
-def _counted() -> tuple[Any, Any]:
+def _counted(user_id: str) -> tuple[Any, Any]:
     counts = (
         select(col(Render.project_id).label("project_id"), func.count().label("n"))
-        .where(col(Render.project_id).is_not(None))
+        .where(col(Render.user_id) == user_id, col(Render.project_id).is_not(None))
         .group_by(col(Render.project_id))
         .subquery()
     )
@@ -48,7 +49,7 @@ def _counted() -> tuple[Any, Any]:
 async def list_projects(
     session: AsyncSession, user_id: str, *, platform: str | None, limit: int, offset: int
 ) -> ProjectPage:
-    counts, render_count = _counted()
+    counts, render_count = _counted(user_id)
     base = select(Project).where(col(Project.user_id) == user_id)
     if platform:
         base = base.where(col(Project.platform) == platform)
@@ -64,7 +65,7 @@ async def list_projects(
 
 
 async def get_project(session: AsyncSession, user_id: str, project_id: str) -> ProjectOut:
-    counts, render_count = _counted()
+    counts, render_count = _counted(user_id)
     row = (
         await session.execute(
             select(Project, render_count)
@@ -78,7 +79,17 @@ async def get_project(session: AsyncSession, user_id: str, project_id: str) -> P
 
 
 async def create_project(session: AsyncSession, user_id: str, body: ProjectIn, default_platform: str) -> ProjectOut:
-    """The slug is unique per user: ``name``, ``name-2``, ``name-3``..."""
+    """The slug is unique per user: ``name``, ``name-2``, ``name-3``... (retried when a concurrent create won)."""
+    for _ in range(5):
+        try:
+            async with session.begin_nested():
+                return await _insert_project(session, user_id, body, default_platform)
+        except IntegrityError:
+            continue
+    raise AlreadyExistsError("Could not choose a unique slug; retry", details={"field": "name"})
+
+
+async def _insert_project(session: AsyncSession, user_id: str, body: ProjectIn, default_platform: str) -> ProjectOut:
     base = slugify(body.name)
     taken = set(
         (

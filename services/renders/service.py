@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +39,7 @@ from services.renders.rendering import RendererRegistry, validate_upload
 from services.renders.uploads import Submission
 from shared.identity import Identity
 from shared.internal_client import InternalClient
+from shared.netguard import UnsafeUrlError, check_url
 from shared.storage import Storage
 
 log = structlog.stdlib.get_logger(__name__)
@@ -152,10 +154,18 @@ async def create_render(
     identity: Identity,
     submission: Submission,
     idempotency_key: str | None,
+    on_reserving: Callable[[str], None] = lambda _: None,
 ) -> RenderAccepted:
     assert identity.user_id is not None
     user_id, fields = identity.user_id, submission.fields
     model = ctx.registry.resolve(fields.model)
+    if fields.callback_url is not None:
+        try:
+            check_url(str(fields.callback_url), allow_private=ctx.settings.allow_private_networks)
+        except UnsafeUrlError as exc:
+            raise DomainError(
+                f"callback_url is not allowed: {exc}", details={"field": "callback_url", "reason": str(exc)}
+            ) from exc
     if len(submission.image) > ctx.settings.max_upload_bytes:
         raise PayloadTooLargeError("Image larger than the upload limit")
     image = await asyncio.to_thread(
@@ -200,7 +210,9 @@ async def create_render(
     await events.status_changed(session, render)
     await events.job_requested(session, render)
     await ctx.storage.put(input_key, submission.image, fields.uploadedImageType)
-    # Reserved last: everything that can refuse the request has run. A 402 here rolls the render back whole.
+    # Reserved last: everything that can refuse the request has run. A 402 here rolls the render back whole;
+    # the caller releases the reservation if the transaction fails after this point (see ``release_orphan``).
+    on_reserving(render_id)
     await ctx.credits.request(
         "POST", f"/internal/credits/{user_id}/reservations", json={"renderId": render_id, "credits": cost}
     )
@@ -208,6 +220,14 @@ async def create_render(
     return RenderAccepted(
         renderId=render_id, creditsCost=cost, estimatedTime=await estimated_seconds(session, fields.quality)
     )
+
+
+async def release_orphan(ctx: RendersContext, user_id: str, render_id: str) -> None:
+    """Give back the credits of a render whose transaction did not commit (best effort, idempotent)."""
+    try:
+        await ctx.credits.request("POST", f"/internal/credits/{user_id}/reservations/{render_id}/release")
+    except DomainError as exc:
+        log.error("orphan_reservation_not_released", render_id=render_id, error_code=exc.error_code)
 
 
 async def own_render(session: AsyncSession, user_id: str, render_id: str, *, lock: bool = False) -> Render:

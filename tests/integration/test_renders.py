@@ -235,6 +235,8 @@ async def test_other_users_objects_are_not_found(client: httpx.AsyncClient, alic
         ({"prompt": "x" * 2001}, 400, "INVALID_INPUT", "prompt"),
         ({"callback_url": "not a url"}, 400, "INVALID_INPUT", "callback_url"),
         ({"callback_url": "ftp://example.com/hook"}, 400, "INVALID_INPUT", "callback_url"),
+        ({"callback_url": "http://169.254.169.254/latest/meta-data"}, 400, "INVALID_INPUT", "callback_url"),
+        ({"callback_url": "https://user:pw@hooks.example.com/x"}, 400, "INVALID_INPUT", "callback_url"),
         ({"uploadedImageData": "%%%not-base64%%%"}, 400, "INVALID_INPUT", "uploadedImageData"),
         ({"uploadedImageData": base64.b64encode(b"GIF89a-not-an-image").decode()}, 400, "INVALID_IMAGE", None),
         ({"uploadedImageType": "image/jpeg"}, 400, "INVALID_IMAGE", None),
