@@ -1,4 +1,4 @@
-"""argon2id hashing through pwdlib, off the event loop and bounded (each hash holds 64 MiB for ~50 ms)."""
+"""argon2id hashing through pwdlib, off the event loop and bounded (each hash holds 64 MiB for ~100 ms)."""
 
 from __future__ import annotations
 

@@ -44,6 +44,8 @@ class Settings(ServiceSettings):
     auth_ip_rate_limit_per_minute: int = 60
     rate_limit_window_seconds: int = 60
     max_auth_body_bytes: int = 64 * 1024
+    max_body_bytes: int = 1024 * 1024  # any JSON request; render uploads have their own limit below
+    max_render_body_bytes: int = 70 * 1024 * 1024  # MAX_UPLOAD_BYTES (50 MB) as base64 text, plus the form
 
     def upstreams(self) -> dict[str, str]:
         """Every process behind the gateway by name, for routing and health."""

@@ -80,6 +80,7 @@ class Pipeline:
                 or b"%00" in scope.get("raw_path", b"")
             ):
                 raise DomainError("NUL characters are not allowed in URLs", details={"field": "url", "reason": "NUL"})
+            self._check_declared_length(scope, headers)
             policy = policy_for(scope["method"], scope["path"])
             principal = await self.authenticate(headers, policy, request_id)
             authorize(principal, policy)
@@ -126,6 +127,16 @@ class Pipeline:
                 ),
                 extra,
             )
+
+    def _check_declared_length(self, scope: Scope, headers: Headers) -> None:
+        """Refuse an oversized body before reading a byte of it (services also count what actually arrives)."""
+        declared = headers.get("content-length")
+        if declared is None or not (declared.isascii() and declared.isdigit()):
+            return
+        upload = scope["method"] == "POST" and scope["path"] == "/api/plugins/renders"
+        limit = self.settings.max_render_body_bytes if upload else self.settings.max_body_bytes
+        if int(declared) > limit:
+            raise PayloadTooLargeError(f"Request body over {limit} bytes", details={"limit": limit})
 
     async def authenticate(self, headers: Headers, policy: Policy, request_id: str) -> Principal | None:
         """API.md: an ``Authorization`` header alone decides; else ``X-Api-Key``; else anonymous."""

@@ -242,3 +242,26 @@ def test_signed_file_downloads(stack: Stack) -> None:
     response = httpx.get(stale)
     assert response.status_code == 404
     assert response.json()["errorCode"] == "NOT_FOUND"
+
+
+def test_oversized_declared_body_is_refused_before_reading(echo_gateway: str, operator: PluginUser) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(echo_gateway)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        request = (
+            "POST /api/plugins/projects HTTP/1.1\r\n"
+            f"Host: {parts.hostname}\r\nAuthorization: {operator.bearer['Authorization']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 5000000\r\n\r\n{"
+        )
+        sock.sendall(request.encode())
+        answer = b""
+        while b"}" not in answer.partition(b"\r\n\r\n")[2]:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    text = answer.decode(errors="replace")
+    assert text.startswith("HTTP/1.1 413")
+    assert '"errorCode":"PAYLOAD_TOO_LARGE"' in text
