@@ -43,6 +43,7 @@ class Settings(ServiceSettings):
     auth_rate_limit_per_minute: int = 10
     auth_ip_rate_limit_per_minute: int = 60
     rate_limit_window_seconds: int = 60
+    auth_failures_per_minute: int = 60  # per client IP and replica; then 429 without checking credentials
     max_auth_body_bytes: int = 64 * 1024
     max_body_bytes: int = 1024 * 1024  # any JSON request; render uploads have their own limit below
     max_render_body_bytes: int = 70 * 1024 * 1024  # MAX_UPLOAD_BYTES (50 MB) as base64 text, plus the form

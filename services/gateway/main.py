@@ -21,7 +21,7 @@ from services.gateway.health import HealthChecker
 from services.gateway.proxy import make_session
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.routing import route_for
-from services.gateway.service import IdentitySigner, Pipeline
+from services.gateway.service import FailureBudget, IdentitySigner, Pipeline
 from shared.http import RequestContextMiddleware
 from shared.http import create_app as create_service_app
 from shared.logging import configure_logging
@@ -59,6 +59,7 @@ async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys,
         RateLimiter(redis, settings.rate_limit_window_seconds),
         IdentitySigner(settings.internal_identity_secret, settings.internal_identity_ttl_seconds),
+        FailureBudget(settings.auth_failures_per_minute),
     )
     app.state.storage = storage_from_settings(settings)
     app.state.health = HealthChecker(settings, session, redis, app.state.storage)

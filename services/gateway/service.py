@@ -35,6 +35,34 @@ from shared.identity import Identity, sign_identity
 log = structlog.stdlib.get_logger(__name__)
 
 
+class FailureBudget:
+    """Failed authentications per client IP on this replica: past the budget, credentials are not even checked.
+
+    Random well-formed API keys pass the checksum and would each cost auth a database lookup; this caps what one
+    address can make the platform do. In memory (no Redis round trip on the hot path), so per replica.
+    """
+
+    MAX_TRACKED = 100_000
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._windows: dict[str, tuple[int, int]] = {}
+
+    def retry_after(self, ip: str) -> int | None:
+        window, count = self._windows.get(ip, (0, 0))
+        now = int(time.time())
+        if window == now // 60 and count >= self.per_minute:
+            return 60 - now % 60
+        return None
+
+    def record(self, ip: str) -> None:
+        minute = int(time.time()) // 60
+        window, count = self._windows.get(ip, (minute, 0))
+        if len(self._windows) >= self.MAX_TRACKED:
+            self._windows.clear()
+        self._windows[ip] = (minute, count + 1 if window == minute else 1)
+
+
 class IdentitySigner:
     """Signs internal identities, reusing a token for the same caller during half its lifetime (signing is the
     costliest step of a proxied request after the network)."""
@@ -67,6 +95,7 @@ class Pipeline:
     keys: ApiKeyVerifier
     limiter: RateLimiter
     signer: IdentitySigner
+    failures: FailureBudget
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, service: str) -> None:
         request_id: str = scope["state"]["request_id"]
@@ -82,7 +111,20 @@ class Pipeline:
                 raise DomainError("NUL characters are not allowed in URLs", details={"field": "url", "reason": "NUL"})
             self._check_declared_length(scope, headers)
             policy = policy_for(scope["method"], scope["path"])
-            principal = await self.authenticate(headers, policy, request_id)
+            client_ip = scope["client"][0] if scope.get("client") else ""
+            blocked_for = self.failures.retry_after(client_ip)
+            if blocked_for is not None:
+                raise RateLimitedError(
+                    "Too many failed authentications; retry later",
+                    details={"retryAfter": blocked_for},
+                    headers={"Retry-After": str(blocked_for)},
+                )
+            try:
+                principal = await self.authenticate(headers, policy, request_id)
+            except DomainError as exc:
+                if exc.status_code == 401:
+                    self.failures.record(client_ip)
+                raise
             authorize(principal, policy)
             body = await self._read_small_body(receive, headers) if policy.access is Access.CREDENTIALS else None
             decision = await self._rate_limit(scope, principal, policy, body)
@@ -95,7 +137,6 @@ class Pipeline:
                         headers={"Retry-After": str(decision.retry_after)},
                     )
             token = self.signer.token(build_identity(principal, plugin, headers))
-            client_ip = scope["client"][0] if scope.get("client") else ""
             # The raw path and query, byte for byte: an upstream must see exactly what the client sent.
             raw_path = scope.get("raw_path") or scope["path"].encode()
             url = self.settings.upstreams()[service] + raw_path.decode("latin-1")

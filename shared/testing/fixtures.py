@@ -215,6 +215,7 @@ def _stack_env(
             "ADMIN_EMAILS": OPERATOR_EMAIL,
             "GATEWAY_AUTH_IP_RATE_LIMIT_PER_MINUTE": "100000",  # every test user signs up from 127.0.0.1
             "GATEWAY_RATE_LIMIT_PER_MINUTE": "100000",
+            "GATEWAY_AUTH_FAILURES_PER_MINUTE": "100000",  # the attack-matrix tests fail on purpose, from one IP
             "AUTH_ARGON2_MEMORY_KIB": "19456",
             "AUTH_ARGON2_TIME_COST": "2",
             "RENDERS_LEASE_SECONDS": "4",

@@ -520,6 +520,19 @@ async def test_a_cached_token_still_expires_on_time(client: httpx.AsyncClient, s
     assert_error(await client.get("/api/plugins/auth/me", headers=headers), 401, "TOKEN_EXPIRED")
 
 
+async def test_failed_authentications_are_budgeted_per_ip(stack: Stack, alice: PluginUser) -> None:
+    with serve_in_thread(create_gateway(gateway_settings(stack, auth_failures_per_minute=3))) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            if time.time() % 60 > 55:
+                await asyncio.sleep(60 - time.time() % 60 + 0.1)  # the budget is per minute: start inside one
+            for _ in range(3):
+                bad = {"X-Api-Key": apikeys.generate()}  # well-formed: would cost auth a lookup each
+                assert_error(await http.get("/api/plugins/auth/me", headers=bad), 401, "INVALID_API_KEY")
+            refused = await http.get("/api/plugins/auth/me", headers=alice.bearer)
+            assert_error(refused, 429, "RATE_LIMIT_EXCEEDED")
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+
+
 # --- last: nothing secret was logged ----------------------------------------------------------------------------
 def test_no_secret_in_any_log(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
     assert len(SEEN_SECRETS) > 20, "the module should have produced secrets to look for"
