@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import statistics
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import typer
 import uvloop
 from PIL import Image
@@ -39,9 +41,12 @@ from bench.loadgen import run_metadata, write_json
 from bench.stack import (
     RESULTS_DIR,
     Platform,
+    cpu_delta,
     create_api_key,
     environment_report,
     grant_credits,
+    machine_busy_seconds,
+    process_cpu_seconds,
     running_platform,
     sign_up,
 )
@@ -267,6 +272,22 @@ async def outbox_lag_metrics(platform: Platform) -> dict[str, Any]:
     return found
 
 
+def platform_cpu_since(platform: Platform, before: dict[tuple[str, int], float], wall0: float) -> float:
+    """CPU seconds the platform's processes spent since ``before`` was taken at ``wall0``, counting the processes
+    started since (the render pool starts at the first render) in full."""
+    groups = platform.process_groups()
+    after = process_cpu_seconds(groups)
+    spent = sum(cpu_delta(before, after).values())
+    for name, processes in groups.items():
+        for process in processes:
+            key = (name, process.pid)
+            if key in after and key not in before:
+                with contextlib.suppress(psutil.Error):
+                    if process.create_time() >= wall0:
+                        spent += after[key]
+    return spent
+
+
 def main(
     runs: int = typer.Option(3, min=1, max=20, help="Renders per quality through the platform (sequential)."),
     inprocess_runs: int = typer.Option(3, min=1, max=20, help="Renders per quality in-process."),
@@ -281,11 +302,25 @@ def main(
     image = scene_png(*INPUT_SIZE, density=3)
     input_info = {"bytes": len(image), "width": INPUT_SIZE[0], "height": INPUT_SIZE[1], "type": "image/png"}
     print(f"input: {input_info}", flush=True)
+    machine: dict[str, Any] = {}
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        t0, busy0 = time.perf_counter(), machine_busy_seconds()
         alone = runner.run(renderer_alone(image, inprocess_runs))
+        machine["in_process_part_busy_cores"] = round((machine_busy_seconds() - busy0) / (time.perf_counter() - t0), 2)
         with running_platform(OVERRIDES) as platform:
+            wall0, t0, busy0 = time.time(), time.perf_counter(), machine_busy_seconds()
+            cpu0 = process_cpu_seconds(platform.process_groups())
             platform_figures = runner.run(through_platform(platform, image, runs, follow, poll_ms))
+            seconds = time.perf_counter() - t0
+            platform_cores = platform_cpu_since(platform, cpu0, wall0) / seconds
+            machine["platform_part_busy_cores"] = round((machine_busy_seconds() - busy0) / seconds, 2)
+            machine["platform_part_platform_cores"] = round(platform_cores, 2)
             lag = runner.run(outbox_lag_metrics(platform))
+    print(
+        f"machine busy (cores of 2): in-process part {machine['in_process_part_busy_cores']}, platform part "
+        f"{machine['platform_part_busy_cores']} of which the platform {machine['platform_part_platform_cores']} "
+        "(the rest: this client, and any other work on the machine)"
+    )
     print(f"\n{'quality':<10}{'renderer alone p50/max s':>26}{'create->completed p50/max s':>30}{'queue p50 s':>13}")
     for quality in QUALITIES:
         a, p = alone[quality], platform_figures[quality]
@@ -308,6 +343,7 @@ def main(
             "renderer_alone": alone,
             "through_platform": platform_figures,
             "outbox_publish_lag_metrics": lag,
+            "machine_busy_cores": machine,
             "platform": environment_report(platform),
             "wall_seconds": round(time.monotonic() - started, 1),
             "notes": [

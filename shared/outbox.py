@@ -157,11 +157,12 @@ class OutboxRelay:
         while True:
             try:
                 await self._ensure_connected()
+                # Cleared before the pass, not after: a commit notified while we publish must wake the next pass.
+                self._wake.clear()
                 while await self.publish_batch() >= self.batch_size:
                     pass
                 backoff = 0.1
                 await self._maybe_cleanup()
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             except asyncio.CancelledError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,8 +87,23 @@ def request_hash(submission: Submission) -> str:
     return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+_ESTIMATES: dict[str, tuple[float, float]] = {}
+ESTIMATE_CACHE_SECONDS = 30.0
+
+
 async def estimated_seconds(session: AsyncSession, quality: str) -> float:
-    """Median processing time of the last 50 completed renders of this quality, or a default before any."""
+    """Median processing time of the last 50 completed renders of this quality (recomputed every 30 s per
+    process: it moves slowly, and creates are the hot path), or a default before any."""
+    cached = _ESTIMATES.get(quality)
+    now = time.monotonic()
+    if cached is not None and now - cached[1] < ESTIMATE_CACHE_SECONDS:
+        return cached[0]
+    value = await _median_processing_time(session, quality)
+    _ESTIMATES[quality] = (value, now)
+    return value
+
+
+async def _median_processing_time(session: AsyncSession, quality: str) -> float:
     recent = (
         select(col(Render.processing_time))
         .where(col(Render.status) == "completed", col(Render.quality) == quality)
@@ -204,9 +220,9 @@ async def create_render(
             "inputHeight": image.height,
         },
     )
+    render.created_at = datetime.now(UTC)  # set here, so no read-back is needed for the event
     session.add(render)
     await session.flush()
-    await session.refresh(render)
     await events.status_changed(session, render)
     await events.job_requested(session, render)
     await ctx.storage.put(input_key, submission.image, fields.uploadedImageType)

@@ -26,6 +26,7 @@ from services.renders.main import build_registry
 from services.renders.models import SCHEMA
 from services.renders.processing import JobProcessor
 from services.renders.rendering import RendererRegistry
+from shared.consumer import FETCH_MAX_WAIT_MS
 from shared.events.contracts import RenderJobV1
 from shared.events.envelope import CloudEvent
 from shared.events.topics import RENDER_JOBS, dlq
@@ -52,6 +53,7 @@ class JobConsumer:
             group_id=self.settings.consumer_group,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             max_poll_interval_ms=int(max(300.0, self.settings.stuck_timeout_seconds) * 1000),
         )
         async def handle(message: KafkaMessage) -> None:
