@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -72,11 +73,10 @@ class Runtime:
                 create_topics_partitions=self.settings.kafka_partitions if self.settings.kafka_create_topics else None,
             )
             await self.relay.start()
+        consuming: asyncio.Task[None] | None = None
         if self._subscribers is not None:
-            assert self.sessions is not None, "a consuming process needs its schema"
-            self.broker = make_broker(self.settings.kafka_bootstrap_servers, client_id=self.service)
-            self._subscribers(self.broker, self.sessions)
-            await self.broker.start()
+            # In the background: the HTTP side (health, internal routes) must serve even while Kafka is away.
+            consuming = asyncio.create_task(self._consume(), name=f"{self.service}-consumers")
         log.info("service_started", env=self.settings.app_env)
         try:
             if self._resources is not None:
@@ -85,13 +85,38 @@ class Runtime:
             else:
                 yield
         finally:
+            if consuming is not None:
+                consuming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consuming
             if self.broker:
-                await self.broker.stop()
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
             if self.relay:
                 await self.relay.stop()
             if self.engine:
                 await self.engine.dispose()
             log.info("service_stopped")
+
+    async def _consume(self) -> None:
+        """Start the subscribers, retrying with backoff until the broker answers (a fresh broker per attempt)."""
+        assert self._subscribers is not None
+        assert self.sessions is not None, "a consuming process needs its schema"
+        backoff = 0.5
+        while True:
+            broker = make_broker(self.settings.kafka_bootstrap_servers, client_id=self.service)
+            self._subscribers(broker, self.sessions)
+            try:
+                await broker.start()
+                self.broker = broker
+                log.info("consumers_started")
+                return
+            except Exception as exc:
+                log.warning("consumers_start_retry", error=type(exc).__name__, retry_in=backoff)
+                with contextlib.suppress(Exception):
+                    await broker.stop()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10)
 
     def build_app(self, routers: list[APIRouter]) -> FastAPI:
         """The process's FastAPI app: shared middleware, error envelope, health routes, this lifespan."""

@@ -45,8 +45,14 @@ class JobConsumer:
         self.processor: JobProcessor | None = None
         self._failures: dict[tuple[int, int], int] = {}
 
+    def processor_for(self, sessions: async_sessionmaker[AsyncSession]) -> JobProcessor:
+        """One processor per process, shared by the subscriber and the watchdog (whichever starts first)."""
+        if self.processor is None:
+            self.processor = JobProcessor(self.settings, sessions, self.storage, self.registry)
+        return self.processor
+
     def wire(self, broker: KafkaBroker, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self.processor = JobProcessor(self.settings, sessions, self.storage, self.registry)
+        self.processor_for(sessions)
 
         @broker.subscriber(
             RENDER_JOBS,
@@ -101,8 +107,8 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def resources(app: FastAPI) -> AsyncIterator[None]:
-        assert consumer.processor is not None
-        watchdog = asyncio.create_task(consumer.processor.watchdog(), name="render-watchdog")
+        processor = consumer.processor_for(app.state.runtime.sessions)
+        watchdog = asyncio.create_task(processor.watchdog(), name="render-watchdog")
         try:
             yield
         finally:
