@@ -18,10 +18,8 @@ event arrives. Two figures per event:
 
 Modes: ``steady`` (``--rate`` commits/s, open loop, for ``--duration`` s), ``burst`` (``--burst`` rows committed
 as fast as ``--burst-writers`` connections can) and ``pairs`` (sparse traffic: every ``--pair-interval-ms`` two
-commits a few ms apart, the second landing while the relay publishes the first). Each mode runs against the relay
-as it is and, unless ``--no-compare-fix``, against ``WakeBeforePublishRelay``: the same class with one change to
-``run`` (the wake-up event is cleared *before* a publish pass instead of after it, so a NOTIFY that arrives while a
-batch is being published is not lost); this is a proposal to compare, not product code.
+commits a few ms apart, the second landing while the relay publishes the first). Each mode runs against the product's
+relay (which clears its wake-up flag before a publish pass, so a NOTIFY arriving mid-publish is not lost).
 
 Goal: p99 <= 50 ms. Writes ``bench/results/outbox_latency.json``.
 
@@ -57,7 +55,7 @@ from shared import outbox
 from shared.engines import EmbeddedKafka, EmbeddedPostgres, free_port
 from shared.events.envelope import CloudEvent
 from shared.kafka import ensure_topics
-from shared.outbox import OutboxRelay, log
+from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 
 RESULTS_FILE = RESULTS_DIR / "outbox_latency.json"
@@ -105,7 +103,7 @@ def relay_child(conn: multiprocessing.connection.Connection, options: dict[str, 
 async def _relay_main(conn: multiprocessing.connection.Connection, options: dict[str, Any]) -> None:
     recorder = _LagRecorder(outbox.OUTBOX_LAG)
     outbox.OUTBOX_LAG = recorder  # type: ignore[assignment]
-    relay_class: type[OutboxRelay] = WakeBeforePublishRelay if options["patched"] else OutboxRelay
+    relay_class: type[OutboxRelay] = OutboxRelay
     relay = relay_class(
         database_url=options["database_url"],
         schema=SCHEMA,
@@ -148,31 +146,6 @@ async def _relay_main(conn: multiprocessing.connection.Connection, options: dict
     await relay.stop()
 
 
-class WakeBeforePublishRelay(OutboxRelay):
-    """``OutboxRelay.run`` with ``self._wake.clear()`` moved before the publish pass (a proposal to compare)."""
-
-    async def run(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await self._ensure_connected()
-                self._wake.clear()  # a NOTIFY during the pass below sets it again: no wait after the pass
-                while await self.publish_batch() >= self.batch_size:
-                    pass
-                backoff = 0.1
-                await self._maybe_cleanup()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("outbox_relay_retry", schema=self.schema, error=str(exc), retry_in=round(backoff, 2))
-                await self._close_producer()
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, self.max_backoff)
-
-
-@contextlib.contextmanager
 def relay_process(options: dict[str, Any]) -> Any:
     """The relay child, always stopped (politely, then terminated) on exit."""
     context = multiprocessing.get_context("spawn")
@@ -436,7 +409,7 @@ async def prepare_database(admin_url: str) -> str:
 async def measure(database_url: str, bootstrap: str, args: dict[str, Any]) -> list[dict[str, Any]]:
     from shared.db import plain_dsn
 
-    variants = ["as_is", "wake_before_publish"] if args["compare_fix"] else ["as_is"]
+    variants = ["as_is"]
     defaults = relay_defaults()
     consumers = Consumers(bootstrap, args["fetch_wait_ms"])
     consumers.start()
@@ -451,7 +424,6 @@ async def measure(database_url: str, bootstrap: str, args: dict[str, Any]) -> li
             options = {
                 "database_url": database_url,
                 "bootstrap": bootstrap,
-                "patched": variant == "wake_before_publish",
                 **defaults,
             }
             with relay_process(options) as relay:
@@ -519,7 +491,6 @@ def main(
     pair_interval_ms: float = typer.Option(300.0, min=50.0, max=5000.0, help="Pairs mode: ms between pairs."),
     pair_gap_ms: float = typer.Option(6.0, min=0.0, max=100.0, help="Pairs mode: max ms between a pair's commits."),
     fetch_wait_ms: int = typer.Option(5, min=0, max=500, help="Consumer fetch_max_wait_ms."),
-    compare_fix: bool = typer.Option(True, help="Also run the wake-before-publish relay variant."),
     output: Path = typer.Option(RESULTS_FILE, help="Where to write the JSON results."),
 ) -> None:
     """Measure outbox commit -> Kafka latency with the real relay on embedded PostgreSQL + Tansu."""
@@ -529,7 +500,6 @@ def main(
         "burst": burst_rows,
         "burst_writers": burst_writers,
         "fetch_wait_ms": fetch_wait_ms,
-        "compare_fix": compare_fix,
         "pairs": pair_count,
         "pair_interval_ms": pair_interval_ms,
         "pair_gap_ms": pair_gap_ms,
