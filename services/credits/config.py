@@ -14,3 +14,7 @@ class Settings(ServiceSettings):
     consumer_group: str = "credits"
     """Consumer group on ``render.events``: one per deployment. Tests set their own, so a test's process never
     shares partitions with another process of the same broker (a running stack's credits service)."""
+    renders_url: str = "http://127.0.0.1:8102"
+    orphan_reservation_seconds: float = 600.0
+    """A reservation unsettled this long is checked against renders, and released if its render does not exist."""
+    orphan_sweep_interval_seconds: float = 60.0

@@ -17,9 +17,11 @@ from services.renders.models import ProjectIn
 from services.renders.sse import render_events
 from services.renders.uploads import limit_body, parse_submission
 from shared.db import unit_of_work
+from shared.identity import ServiceIdentityDep
 from shared.responses import JsonResponse
 
 router = APIRouter()
+internal = APIRouter()
 
 StatusFilter = Literal["pending", "processing", "completed", "failed", "canceled"]
 PlatformFilter = Literal["sketchup", "revit", "autocad", "rhino", "archicad", "blender", "unknown"]
@@ -147,3 +149,13 @@ async def get_project(project_id: str, identity: UserIdentityDep, session: Sessi
 async def delete_project(project_id: str, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     await projects.delete_project(session, _user(identity), project_id)
     return JsonResponse({"success": True, "message": "Project deleted"})
+
+
+@internal.get("/internal/renders/{render_id}")
+async def render_exists(render_id: str, _: ServiceIdentityDep, session: SessionDep) -> JsonResponse:
+    """For credits' sweeper: does this render exist (whatever its state)? 404 when it was never committed."""
+    status = await service.render_status_name(session, render_id)
+    return JsonResponse({"success": True, "data": {"renderId": render_id, "status": status}})
+
+
+router.include_router(internal)

@@ -254,6 +254,13 @@ async def own_render(session: AsyncSession, user_id: str, render_id: str, *, loc
     return render
 
 
+async def render_status_name(session: AsyncSession, render_id: str) -> str:
+    status = (await session.execute(select(col(Render.status)).where(col(Render.id) == render_id))).scalar_one_or_none()
+    if status is None:
+        raise NotFoundError("Render not found")
+    return str(status)
+
+
 def _encode_cursor(render: Render) -> str:
     assert render.created_at is not None
     raw = f"{render.created_at.isoformat()}|{render.id}".encode()

@@ -49,4 +49,5 @@ def gateway_upstream_env(specs: list[ProcessSpec]) -> dict[str, str]:
     env = {names[name]: url for name, url in urls.items() if name in names}
     env["AUTH_CREDITS_URL"] = urls["credits"]
     env["RENDERS_CREDITS_URL"] = urls["credits"]
+    env["CREDITS_RENDERS_URL"] = urls["renders-api"]
     return env
