@@ -36,26 +36,14 @@ import psutil
 
 from bench.loadgen import proc_cpu_seconds
 from shared.apikeys import SCOPES
+from shared.devstack.processes import ALL_PORT_VARIABLES
+from shared.devstack.supervisor import DATABASE_NAME
 from shared.engines import die_with_parent, free_port, stop_process, wait_for_port
 from shared.settings import ServiceSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-DATABASE_NAME = "platform"  # shared.devstack.supervisor.DATABASE_NAME
 
-PORT_VARIABLES = (
-    "GATEWAY_PORT",
-    "AUTH_PORT",
-    "RENDERS_PORT",
-    "RENDERS_WORKER_PORT",
-    "CREDITS_PORT",
-    "WEBHOOKS_PORT",
-    "WEBHOOKS_DISPATCHER_PORT",
-    "TELEMETRY_PORT",
-    "POSTGRES_PORT",
-    "KAFKA_PORT",
-    "REDIS_PORT",
-)
 # Inherited variables that would change what is measured (service settings, external engines, data dirs).
 DROPPED_PREFIXES = ("GATEWAY_", "AUTH_", "CREDITS_", "RENDERS_", "WEBHOOKS_", "TELEMETRY_", "S3_")
 DROPPED_NAMES = frozenset(
@@ -382,7 +370,7 @@ def running_platform(overrides: dict[str, str], *, health_timeout: float = 150.0
     with tempfile.TemporaryDirectory(prefix="bench-platform-") as tmp:
         var_dir = Path(tmp) / "var"
         var_dir.mkdir()
-        ports = distinct_free_ports(PORT_VARIABLES)
+        ports = distinct_free_ports(ALL_PORT_VARIABLES)
         env = platform_env(overrides, ports, var_dir)
         log_path = Path(tmp) / "supervisor.log"
         started = time.monotonic()

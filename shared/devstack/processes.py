@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The environment variable that sets each process's port (read by its own settings) and each embedded engine's.
+PROCESS_PORT_VARIABLES = {
+    "gateway": "GATEWAY_PORT",
+    "auth": "AUTH_PORT",
+    "renders": "RENDERS_PORT",
+    "render-worker": "RENDERS_WORKER_PORT",
+    "credits": "CREDITS_PORT",
+    "webhooks": "WEBHOOKS_PORT",
+    "webhooks-dispatcher": "WEBHOOKS_DISPATCHER_PORT",
+    "telemetry": "TELEMETRY_PORT",
+}
+ENGINE_PORT_VARIABLES = ("POSTGRES_PORT", "KAFKA_PORT", "REDIS_PORT")
+ALL_PORT_VARIABLES = (*PROCESS_PORT_VARIABLES.values(), *ENGINE_PORT_VARIABLES)
+
 
 @dataclass(frozen=True)
 class ProcessSpec:

@@ -29,6 +29,7 @@ import pytest
 
 from services.gateway.config import Settings as GatewaySettings
 from shared.db import plain_dsn
+from shared.devstack.processes import PROCESS_PORT_VARIABLES
 from shared.engines import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_port, stop_process
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
@@ -184,22 +185,10 @@ class Stack:
     supervisor_pid: int = 0
 
 
-PORT_NAMES = {
-    "gateway": "GATEWAY_PORT",
-    "auth": "AUTH_PORT",
-    "renders": "RENDERS_PORT",
-    "render-worker": "RENDERS_WORKER_PORT",
-    "credits": "CREDITS_PORT",
-    "webhooks": "WEBHOOKS_PORT",
-    "webhooks-dispatcher": "WEBHOOKS_DISPATCHER_PORT",
-    "telemetry": "TELEMETRY_PORT",
-}
-
-
 def _stack_env(
     database_url: str, kafka: str, redis: str, var_dir: Path, extra: dict[str, str]
 ) -> tuple[dict[str, str], dict[str, int]]:
-    ports = {name: free_port() for name in PORT_NAMES.values()}
+    ports = {name: free_port() for name in PROCESS_PORT_VARIABLES.values()}
     env = dict(os.environ)
     env.update({k: str(v) for k, v in ports.items()})
     env.update(
@@ -254,7 +243,9 @@ def running_stack(
             if time.monotonic() > deadline:
                 raise RuntimeError("stack not healthy: " + log.read_text()[-3000:])
             time.sleep(0.2)
-        services = {name: f"http://127.0.0.1:{ports[var]}" for name, var in PORT_NAMES.items() if name != "gateway"}
+        services = {
+            name: f"http://127.0.0.1:{ports[var]}" for name, var in PROCESS_PORT_VARIABLES.items() if name != "gateway"
+        }
         yield Stack(gateway, services, env, var_dir, proc.pid)
     finally:
         stop_process(proc, signal.SIGTERM, 40)

@@ -13,28 +13,16 @@ import httpx
 import psutil
 import pytest
 
+from shared.devstack.processes import ALL_PORT_VARIABLES
 from shared.engines import free_port, port_open
 from shared.testing.fixtures import engine_directory
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT_VARS = (
-    "GATEWAY_PORT",
-    "AUTH_PORT",
-    "RENDERS_PORT",
-    "RENDERS_WORKER_PORT",
-    "CREDITS_PORT",
-    "WEBHOOKS_PORT",
-    "WEBHOOKS_DISPATCHER_PORT",
-    "TELEMETRY_PORT",
-    "POSTGRES_PORT",
-    "KAFKA_PORT",
-    "REDIS_PORT",
-)
 
 
 def make_run_env(var_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
-    env.update({name: str(free_port()) for name in PORT_VARS})
+    env.update({name: str(free_port()) for name in ALL_PORT_VARIABLES})
     env["VAR_DIR"] = str(var_dir)
     env["APP_ENV"] = "dev"
     return env
@@ -69,7 +57,7 @@ def descendants(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
 def assert_all_gone(children: list[psutil.Process], env: dict[str, str]) -> None:
     _, alive = psutil.wait_procs(children, timeout=30)
     assert [p.pid for p in alive] == [], [p.cmdline() for p in alive]
-    busy = [name for name in PORT_VARS if port_open(int(env[name]))]
+    busy = [name for name in ALL_PORT_VARIABLES if port_open(int(env[name]))]
     assert busy == []
 
 
@@ -100,7 +88,7 @@ def make_run_twice(var_dir: Path, log: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
     # Second start on the same data directory, new ports: Postgres data survived; SIGTERM to `make` alone.
-    env.update({name: str(free_port()) for name in PORT_VARS if name != "POSTGRES_PORT"})
+    env.update({name: str(free_port()) for name in ALL_PORT_VARIABLES if name != "POSTGRES_PORT"})
     proc, _ = start(env, log)
     try:
         children = descendants(proc)
