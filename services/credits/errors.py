@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.cursor import InvalidCursorError
 from shared.errors import AuthRequiredError, DomainError, NotFoundError
 
 __all__ = [
@@ -37,14 +38,4 @@ class IdempotencyConflictError(DomainError):
         super().__init__(
             f"This {kind} reference was already used with different parameters",
             details={"field": "renderId" if kind == "reserve" else "reference", "reference": reference},
-        )
-
-
-class InvalidCursorError(DomainError):
-    status_code = 400
-    error_code = "INVALID_INPUT"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "Invalid cursor", details={"field": "cursor", "reason": "not a cursor returned by this endpoint"}
         )

@@ -16,7 +16,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.credits.cursor import decode_cursor, encode_cursor
 from services.credits.errors import IdempotencyConflictError, InsufficientCreditsError
 from services.credits.models import (
     Credits,
@@ -28,6 +27,7 @@ from services.credits.models import (
     accounts,
     ledger,
 )
+from shared.cursor import decode_cursor, encode_cursor
 
 log = structlog.stdlib.get_logger(__name__)
 

@@ -1,13 +1,102 @@
 """HTTP routes of the webhooks service (thin: parse, call ``service``, shape the response).
 
-Every route requires the gateway's internal identity; the public routes arrive with
-webhook registration and the delivery log (webhooks issue).
+Public routes (``/api/plugins/webhooks``) arrive through the gateway, which has already required the
+``webhook:write`` scope; every route reads and changes only the caller's own webhooks (another user's answer 404).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated, Any
 
-from shared.identity import require_identity
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel
 
-router = APIRouter(dependencies=[Depends(require_identity)])
+from services.webhooks import service
+from services.webhooks.config import Settings
+from services.webhooks.deps import SessionDep, UserIdDep
+from services.webhooks.models import (
+    CallbackSecret,
+    DeliveriesPage,
+    DeliveryRef,
+    RegisteredWebhook,
+    RegisterWebhookRequest,
+    WebhookView,
+)
+from shared.responses import JsonResponse
+
+router = APIRouter(prefix="/api/plugins/webhooks")
+
+IdPath = Annotated[str, Path(min_length=1, max_length=100)]
+
+
+def _ok(data: BaseModel | list[Any], status_code: int = 200) -> JsonResponse:
+    dumped = (
+        [d.model_dump(mode="json", by_alias=True) for d in data]
+        if isinstance(data, list)
+        else data.model_dump(mode="json", by_alias=True)
+    )
+    return JsonResponse({"success": True, "data": dumped}, status_code=status_code)
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@router.post("/register", status_code=201, response_model=RegisteredWebhook)
+async def register(
+    body: RegisterWebhookRequest, user_id: UserIdDep, session: SessionDep, request: Request
+) -> JsonResponse:
+    settings = _settings(request)
+    created = await service.register(
+        session,
+        user_id,
+        body,
+        allow_private=settings.allow_private_networks,
+        max_endpoints=settings.max_endpoints_per_user,
+    )
+    return _ok(created, 201)
+
+
+@router.get("", response_model=list[WebhookView])
+async def list_webhooks(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
+    return _ok(await service.list_webhooks(session, user_id))
+
+
+@router.get("/callback-secret", response_model=CallbackSecret)
+async def callback_secret(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
+    return _ok(CallbackSecret(secret=await service.callback_secret(session, user_id)))
+
+
+@router.delete("/{webhook_id}")
+async def delete(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
+    await service.delete(session, user_id, webhook_id)
+    return JsonResponse({"success": True, "message": "Webhook deleted"})
+
+
+@router.post("/{webhook_id}/test", status_code=202, response_model=DeliveryRef)
+async def send_test(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
+    delivery_id = await service.send_test(session, user_id, webhook_id)
+    return _ok(DeliveryRef(delivery_id=delivery_id), 202)
+
+
+@router.post("/{webhook_id}/enable", response_model=WebhookView)
+async def enable(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
+    return _ok(await service.enable(session, user_id, webhook_id))
+
+
+@router.get("/{webhook_id}/deliveries", response_model=DeliveriesPage)
+async def deliveries(
+    webhook_id: IdPath,
+    user_id: UserIdDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> JsonResponse:
+    return _ok(await service.list_deliveries(session, user_id, webhook_id, limit, cursor))
+
+
+@router.post("/{webhook_id}/deliveries/{delivery_id}/resend", status_code=202, response_model=DeliveryRef)
+async def resend(webhook_id: IdPath, delivery_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
+    await service.resend(session, user_id, webhook_id, delivery_id)
+    return _ok(DeliveryRef(delivery_id=delivery_id), 202)

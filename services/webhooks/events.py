@@ -1,4 +1,49 @@
-"""Kafka wiring of the webhooks service: subscribers and publishers only, delegating to ``service``.
+"""Kafka wiring of the webhooks dispatcher: the ``render.events`` subscriber, delegating to ``service.fan_out``.
 
-Filled in with webhook registration and the delivery log (webhooks issue).
+Consumer group ``webhooks``. The delivery rows are written in the same transaction that records the event as
+processed (``shared.consumer``), and the offset is committed after it: from then on delivery depends only on the
+``deliveries`` table, never on the consumer's position.
 """
+
+from __future__ import annotations
+
+import structlog
+from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.webhooks import service
+from services.webhooks.models import RENDER_EVENT_TYPES, processed_events
+from shared.consumer import subscribe_idempotent
+from shared.events.contracts import RenderEventV1
+from shared.events.envelope import CloudEvent
+from shared.events.topics import RENDER_EVENTS
+
+log = structlog.stdlib.get_logger(__name__)
+
+CONSUMER_GROUP = "webhooks"
+
+
+async def deliver_render_event(session: AsyncSession, event: CloudEvent) -> None:
+    try:
+        data = RenderEventV1.model_validate(event.data)
+    except ValidationError as exc:
+        # Redelivering cannot fix a malformed payload; retrying it forever would stall the partition.
+        log.error("render_event_invalid", errors=exc.errors(include_url=False, include_input=False))
+        return
+    scheduled = await service.fan_out(session, event, data.userId, data.callbackUrl)
+    if scheduled:
+        log.info("webhook_deliveries_scheduled", render_id=data.renderId, deliveries=scheduled)
+
+
+def wire(broker: KafkaBroker, sessions: async_sessionmaker[AsyncSession], group: str = CONSUMER_GROUP) -> None:
+    """Register the ``render.events`` subscriber (``Runtime(subscribers=...)`` calls this before starting)."""
+    subscribe_idempotent(
+        broker,
+        RENDER_EVENTS,
+        group=group,
+        sessions=sessions,
+        table=processed_events,
+        effect=deliver_render_event,
+        event_types=frozenset(RENDER_EVENT_TYPES),
+    )

@@ -1,4 +1,4 @@
-"""App factory of the webhooks service."""
+"""App factory of the webhooks API: registrations, the delivery log, resend, callback secrets."""
 
 from __future__ import annotations
 
@@ -11,5 +11,5 @@ from shared.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    runtime = Runtime(settings or Settings(), service="webhooks", schema=SCHEMA, outbox=True)
+    runtime = Runtime(settings or Settings(), service="webhooks", schema=SCHEMA)
     return runtime.build_app([router])

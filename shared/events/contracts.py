@@ -76,6 +76,32 @@ class GatewayRequestV1(EventData):
     errorCode: str | None = None
 
 
+class WebhookDeliveryV1(EventData):
+    """``webhook.delivery.succeeded|failed``: one attempt's outcome (``final``: no retry follows), for telemetry."""
+
+    deliveryId: str
+    eventId: str
+    eventType: str
+    userId: str
+    webhookId: str | None = None
+    target: Literal["endpoint", "callback"] = "endpoint"
+    attempt: int
+    statusCode: int | None = None
+    error: str | None = None
+    durationMs: int
+    latencyMs: int | None = None
+    """Event time → this attempt's answer, on success: what a receiver waits for a render's news."""
+    final: bool
+
+
+class WebhookEndpointDisabledV1(EventData):
+    """``webhook.endpoint.disabled``: the dispatcher stopped delivering to an endpoint, and why."""
+
+    webhookId: str
+    userId: str
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     "render.created": RenderEventV1,
     "render.processing": RenderEventV1,
@@ -86,6 +112,9 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     "apikey.revoked": ApiKeyRevokedV1,
     "user.deleted": UserDeletedV1,
     "gateway.request": GatewayRequestV1,
+    "webhook.delivery.succeeded": WebhookDeliveryV1,
+    "webhook.delivery.failed": WebhookDeliveryV1,
+    "webhook.endpoint.disabled": WebhookEndpointDisabledV1,
 }
 
 

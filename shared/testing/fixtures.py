@@ -210,6 +210,7 @@ def _stack_env(
             "RENDERS_LEASE_SECONDS": "4",
             "RENDERS_WATCHDOG_INTERVAL_SECONDS": "2",
             "RENDERS_PENDING_REQUEUE_SECONDS": "10",
+            "WEBHOOK_RETRY_SCHEDULE": "1,2,2,2,2",  # retries within seconds; the tests that need more start their own
         }
     )
     env.update(extra)

@@ -4,8 +4,7 @@ import base64
 
 import pytest
 
-from services.credits.cursor import decode_cursor, encode_cursor
-from services.credits.errors import InvalidCursorError
+from shared.cursor import InvalidCursorError, decode_cursor, encode_cursor
 
 
 @pytest.mark.parametrize("last_id", [1, 42, 10**17 - 1])

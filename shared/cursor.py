@@ -1,4 +1,4 @@
-"""Opaque ledger cursors: base64url of a versioned last-seen id, so clients cannot build or depend on them."""
+"""Opaque page cursors (ledger, delivery log): base64url of a versioned last-seen id, not buildable by clients."""
 
 from __future__ import annotations
 
@@ -6,10 +6,20 @@ import base64
 import binascii
 import re
 
-from services.credits.errors import InvalidCursorError
+from shared.errors import DomainError
 
 _ALPHABET = re.compile(r"[A-Za-z0-9_-]{4,64}")
 _PAYLOAD = re.compile(r"v1:([1-9][0-9]{0,17})")
+
+
+class InvalidCursorError(DomainError):
+    status_code = 400
+    error_code = "INVALID_INPUT"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Invalid cursor", details={"field": "cursor", "reason": "not a cursor returned by this endpoint"}
+        )
 
 
 def encode_cursor(last_id: int) -> str:

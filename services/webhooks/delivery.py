@@ -1,0 +1,457 @@
+"""The delivery engine: claims due deliveries, attempts them concurrently, records outcomes in batches.
+
+Work comes only from the ``deliveries`` table, never from Kafka offsets, so a crash loses nothing: a claimed row
+carries a lease (``locked_until``); if its process dies mid-attempt, the lease runs out and any dispatcher takes it
+again. Claims use ``FOR UPDATE SKIP LOCKED`` so several processes share the table without taking the same row, and
+an unexpired lease keeps a row out of every other claim, so one attempt is never sent twice by two healthy processes.
+
+Three parts, each in its own task: the claimer keeps up to ``max_in_flight`` attempts running (at most
+``endpoint_concurrency`` per endpoint, so a slow endpoint never takes the slots of the others); each attempt is a
+task of its own, bounded by the transport's timeout; the recorder writes finished attempts in one transaction per
+batch (attempt log, delivery state, endpoint streak, disable decisions, outbox events for telemetry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter as Tally
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+from prometheus_client import Counter, Histogram
+
+from services.webhooks import signing
+from services.webhooks.config import Settings
+from services.webhooks.models import CALLBACK_TARGET, NOTIFY_CHANNEL
+from services.webhooks.policy import (
+    GONE_REASON,
+    Outcome,
+    disable_reason,
+    next_delay,
+    should_disable,
+)
+from services.webhooks.transport import Transport
+from shared.db import plain_dsn
+from shared.events.envelope import CloudEvent
+from shared.events.topics import WEBHOOK_EVENTS
+from shared.outbox import outbox_values
+
+log = structlog.stdlib.get_logger(__name__)
+
+SOURCE = "/services/webhooks"
+
+ATTEMPTS = Counter("plugin_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
+ATTEMPT_SECONDS = Histogram(
+    "plugin_webhook_attempt_seconds",
+    "One attempt: request sent → answer (or failure)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+)
+DELIVERY_LATENCY = Histogram(
+    "plugin_webhook_delivery_latency_seconds",
+    "Event time → delivered (successful attempts)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+
+CLAIM_SQL = """
+WITH due AS (
+    SELECT d.id, coalesce(e.secret, c.secret) AS secret
+    FROM deliveries d
+    LEFT JOIN plugin_webhooks e ON e.id = d.endpoint_id
+    LEFT JOIN callback_secrets c ON d.endpoint_id IS NULL AND c.user_id = d.user_id
+    WHERE d.status = 'pending'
+      AND d.next_attempt_at <= now()
+      AND (d.locked_until IS NULL OR d.locked_until < now())
+      AND (d.endpoint_id IS NULL OR (e.deleted_at IS NULL AND (e.is_active OR d.event_type = 'webhook.test')))
+      AND NOT (d.target_key = ANY($2::text[]))
+    ORDER BY d.next_attempt_at
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d SET locked_until = now() + make_interval(secs => $3)
+FROM due WHERE d.id = due.id
+RETURNING d.id, d.event_id, d.event_type, d.event_time, d.user_id, d.endpoint_id, d.target_key, d.url, d.payload,
+          d.attempt_count, d.retry_index, due.secret
+"""
+
+RELEASE_SQL = "UPDATE deliveries SET locked_until = NULL WHERE id = ANY($1::text[]) AND status = 'pending'"
+
+INSERT_ATTEMPTS_SQL = """
+INSERT INTO attempts (delivery_id, attempted_at, status_code, error, duration_ms, response_body)
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::text[], $5::int[], $6::text[])
+"""
+
+UPDATE_DELIVERIES_SQL = """
+UPDATE deliveries d SET
+    status = u.status,
+    attempt_count = d.attempt_count + 1,
+    retry_index = u.retry_index,
+    next_attempt_at = u.next_at,
+    locked_until = NULL,
+    last_status_code = u.code,
+    completed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END
+FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::int[])
+    AS u(id, status, retry_index, next_at, code)
+WHERE d.id = u.id AND d.status = 'pending'
+"""
+
+UPDATE_STREAKS_SQL = """
+UPDATE plugin_webhooks e SET
+    failure_count = CASE WHEN u.reset THEN u.fails ELSE e.failure_count + u.fails END,
+    failing_since = CASE
+        WHEN u.fails = 0 THEN NULL
+        WHEN u.reset THEN u.first_fail
+        ELSE coalesce(e.failing_since, u.first_fail) END,
+    last_success_at = coalesce(u.last_success, e.last_success_at)
+FROM unnest($1::text[], $2::bool[], $3::int[], $4::timestamptz[], $5::timestamptz[])
+    AS u(id, reset, fails, first_fail, last_success)
+WHERE e.id = u.id
+RETURNING e.id, e.user_id, e.is_active, e.deleted_at, e.failure_count, e.failing_since
+"""
+
+DISABLE_SQL = """
+UPDATE plugin_webhooks SET is_active = false, disabled_reason = $2, disabled_at = now()
+WHERE id = $1 AND is_active AND deleted_at IS NULL
+RETURNING id, user_id
+"""
+
+INSERT_OUTBOX_SQL = """
+INSERT INTO outbox (event_id, topic, key, headers, payload)
+SELECT u.event_id, u.topic, u.key, u.headers::jsonb, u.payload
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[]) AS u(event_id, topic, key, headers, payload)
+"""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this process holds the lease of, with everything needed to attempt it."""
+
+    id: str
+    event_id: str
+    event_type: str
+    event_time: datetime
+    user_id: str
+    endpoint_id: str | None
+    target_key: str
+    url: str
+    payload: bytes
+    attempt_count: int
+    retry_index: int
+    secret: str | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Claimed:
+        values: dict[str, Any] = dict(row)
+        values["payload"] = bytes(values["payload"])
+        return cls(**values)
+
+    @property
+    def cap_key(self) -> str:
+        """Concurrency is capped per endpoint; callbacks per host:port (each render has its own URL)."""
+        if self.target_key != CALLBACK_TARGET:
+            return self.target_key
+        return "callback:" + self.url.split("/", 3)[2] if self.url.count("/") >= 2 else self.url
+
+
+@dataclass(frozen=True)
+class Finished:
+    delivery: Claimed
+    outcome: Outcome
+    at: datetime
+
+
+class Dispatcher:
+    """One process's share of the delivery work; ``start`` and ``stop`` from the dispatcher's lifespan."""
+
+    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
+        self.settings = settings
+        self.schedule = settings.retry_delays
+        self.transport = transport or Transport(
+            timeout_seconds=settings.timeout_seconds,
+            allow_private=settings.allow_private_networks,
+            response_body_bytes=settings.response_body_bytes,
+            max_connections=settings.max_in_flight,
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._results: asyncio.Queue[Finished] = asyncio.Queue()
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._per_target: Tally[str] = Tally()
+        self._claimer: asyncio.Task[None] | None = None
+        self._recorder: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.transport.start()
+        self._claimer = asyncio.create_task(self._claim_loop(), name="webhook-claimer")
+        self._recorder = asyncio.create_task(self._record_loop(), name="webhook-recorder")
+
+    async def stop(self) -> None:
+        """Stop claiming, let attempts in flight finish (bounded by their timeout), record them, close."""
+        if self._claimer is not None:
+            self._claimer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._claimer
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight.values()), timeout=self.settings.timeout_seconds + 1)
+        if self._recorder is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._results.join(), 10)
+            self._recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recorder
+        await self.transport.close()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def _connect(self) -> asyncpg.Pool:
+        dsn = plain_dsn(self.settings.database_url)
+        if self._pool is None:
+            settings = {"search_path": "webhooks,public", "application_name": "webhooks-dispatcher"}
+            self._pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4, server_settings=settings)
+        if self._listener is None or self._listener.is_closed():
+            self._listener = await asyncpg.connect(dsn)
+            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        return self._pool
+
+    # -- claiming ------------------------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                pool = await self._connect()
+                self._wake.clear()
+                free = self.settings.max_in_flight - len(self._in_flight)
+                if free <= 0:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+                    continue
+                want = min(free, self.settings.claim_batch)
+                started = await self._claim(pool, want)
+                backoff = 0.2
+                if started < want:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhook_claim_retry", error=f"{type(exc).__name__}: {exc}", retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _claim(self, pool: asyncpg.Pool, want: int) -> int:
+        """Claim up to ``want`` due deliveries and start their attempts; returns how many started."""
+        cap = self.settings.endpoint_concurrency
+        saturated = [key for key, n in self._per_target.items() if n >= cap]
+        rows = await pool.fetch(CLAIM_SQL, want, saturated, self.settings.lease_seconds)
+        surplus: list[str] = []
+        started = 0
+        for row in rows:
+            delivery = Claimed.from_row(row)
+            if self._per_target[delivery.cap_key] >= cap or delivery.id in self._in_flight:
+                surplus.append(delivery.id)
+                continue
+            self._per_target[delivery.cap_key] += 1
+            self._in_flight[delivery.id] = asyncio.create_task(self._attempt(delivery), name=f"attempt-{delivery.id}")
+            started += 1
+        if surplus:
+            await pool.execute(RELEASE_SQL, surplus)
+        return started
+
+    async def _attempt(self, delivery: Claimed) -> None:
+        try:
+            if delivery.secret is None:  # cannot happen with the schema's invariants; never send unsigned
+                outcome = Outcome(None, "no signing secret", 0)
+            else:
+                headers = signing.headers(delivery.secret, delivery.event_id, delivery.event_type, delivery.payload)
+                outcome = await self.transport.send(delivery.url, delivery.payload, headers)
+        except Exception as exc:  # a bug here must not lose the delivery: it is recorded as a failed attempt
+            log.error("webhook_attempt_error", delivery_id=delivery.id, exc_info=True)
+            outcome = Outcome(None, f"internal error: {type(exc).__name__}", 0)
+        finally:
+            self._per_target[delivery.cap_key] -= 1
+            if self._per_target[delivery.cap_key] <= 0:
+                del self._per_target[delivery.cap_key]
+            self._in_flight.pop(delivery.id, None)
+            self._slot_freed.set()
+        ATTEMPTS.labels("succeeded" if outcome.succeeded else "failed").inc()
+        ATTEMPT_SECONDS.observe(outcome.duration_ms / 1000)
+        self._results.put_nowait(Finished(delivery, outcome, datetime.now(UTC)))
+
+    # -- recording -----------------------------------------------------------------------------------------------
+
+    async def _record_loop(self) -> None:
+        while True:
+            batch = [await self._results.get()]
+            while len(batch) < 1000 and not self._results.empty():
+                batch.append(self._results.get_nowait())
+            backoff = 0.2
+            while True:  # an outcome is never dropped: retry until the database takes it
+                try:
+                    pool = await self._connect()
+                    await self._record(pool, batch)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("webhook_record_retry", error=f"{type(exc).__name__}: {exc}", retry_in=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+            for _ in batch:
+                self._results.task_done()
+
+    async def _record(self, pool: asyncpg.Pool, batch: list[Finished]) -> None:
+        now = datetime.now(UTC)
+        plans = [self._plan(item, now) for item in batch]
+        events: list[CloudEvent] = []
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                INSERT_ATTEMPTS_SQL,
+                [f.delivery.id for f in batch],
+                [f.at for f in batch],
+                [f.outcome.status_code for f in batch],
+                [f.outcome.error for f in batch],
+                [f.outcome.duration_ms for f in batch],
+                [f.outcome.response_body for f in batch],
+            )
+            await conn.execute(
+                UPDATE_DELIVERIES_SQL,
+                [f.delivery.id for f in batch],
+                [p["status"] for p in plans],
+                [p["retry_index"] for p in plans],
+                [p["next_at"] for p in plans],
+                [f.outcome.status_code for f in batch],
+            )
+            events.extend(self._delivery_event(f, p) for f, p in zip(batch, plans, strict=True))
+            events.extend(await self._update_endpoints(conn, batch, now))
+            rows = [outbox_values(WEBHOOK_EVENTS, e) for e in events]
+            await conn.execute(
+                INSERT_OUTBOX_SQL,
+                [r["event_id"] for r in rows],
+                [r["topic"] for r in rows],
+                [r["key"] for r in rows],
+                [_json(r["headers"]) for r in rows],
+                [r["payload"] for r in rows],
+            )
+        for item in batch:
+            if item.outcome.succeeded:
+                DELIVERY_LATENCY.observe(max(0.0, (item.at - item.delivery.event_time).total_seconds()))
+            else:
+                log.info(
+                    "webhook_attempt_failed",
+                    delivery_id=item.delivery.id,
+                    event_id=item.delivery.event_id,
+                    webhook_id=item.delivery.endpoint_id,
+                    status_code=item.outcome.status_code,
+                    error=item.outcome.error,
+                )
+
+    def _plan(self, item: Finished, now: datetime) -> dict[str, Any]:
+        """The delivery's next state after this attempt."""
+        if item.outcome.succeeded:
+            return {"status": "succeeded", "retry_index": item.delivery.retry_index, "next_at": None}
+        delay = next_delay(item.outcome, item.delivery.retry_index, self.schedule)
+        if delay is None:
+            return {"status": "failed", "retry_index": item.delivery.retry_index, "next_at": None}
+        return {
+            "status": "pending",
+            "retry_index": item.delivery.retry_index + 1,
+            "next_at": now + timedelta(seconds=delay),
+        }
+
+    def _delivery_event(self, item: Finished, plan: dict[str, Any]) -> CloudEvent:
+        delivery, outcome = item.delivery, item.outcome
+        latency = (item.at - delivery.event_time).total_seconds() * 1000 if outcome.succeeded else None
+        return CloudEvent(
+            source=SOURCE,
+            type="webhook.delivery.succeeded" if outcome.succeeded else "webhook.delivery.failed",
+            subject=delivery.id,
+            data={
+                "deliveryId": delivery.id,
+                "eventId": delivery.event_id,
+                "eventType": delivery.event_type,
+                "userId": delivery.user_id,
+                "webhookId": delivery.endpoint_id,
+                "target": "callback" if delivery.endpoint_id is None else "endpoint",
+                "attempt": delivery.attempt_count + 1,
+                "statusCode": outcome.status_code,
+                "error": outcome.error,
+                "durationMs": outcome.duration_ms,
+                "latencyMs": round(latency) if latency is not None else None,
+                "final": plan["status"] != "pending",
+            },
+        )
+
+    async def _update_endpoints(
+        self, conn: asyncpg.Connection, batch: list[Finished], now: datetime
+    ) -> list[CloudEvent]:
+        """Advance each endpoint's failure streak (a success resets it) and disable the ones that crossed a line."""
+        by_endpoint: dict[str, list[Finished]] = defaultdict(list)
+        for item in batch:
+            if item.delivery.endpoint_id is not None:
+                by_endpoint[item.delivery.endpoint_id].append(item)
+        if not by_endpoint:
+            return []
+        ids, resets, fails, first_fails, last_successes = [], [], [], [], []
+        gone: set[str] = set()
+        for endpoint_id, items in by_endpoint.items():
+            items.sort(key=lambda f: f.at)
+            successes = [i for i, f in enumerate(items) if f.outcome.succeeded]
+            after = items[successes[-1] + 1 :] if successes else items
+            ids.append(endpoint_id)
+            resets.append(bool(successes))
+            fails.append(len(after))
+            first_fails.append(after[0].at if after else None)
+            last_successes.append(items[successes[-1]].at if successes else None)
+            if any(f.outcome.gone for f in items):
+                gone.add(endpoint_id)
+        rows = await conn.fetch(UPDATE_STREAKS_SQL, ids, resets, fails, first_fails, last_successes)
+        events: list[CloudEvent] = []
+        for row in rows:
+            if not row["is_active"] or row["deleted_at"] is not None:
+                continue
+            reason: str | None = None
+            if row["id"] in gone:
+                reason = GONE_REASON
+            elif should_disable(
+                row["failure_count"],
+                row["failing_since"],
+                now,
+                after_failures=self.settings.disable_after_failures,
+                after_seconds=self.settings.disable_after_seconds,
+            ):
+                reason = disable_reason(row["failure_count"], row["failing_since"])
+            if reason is None:
+                continue
+            if await conn.fetchrow(DISABLE_SQL, row["id"], reason) is not None:
+                log.warning("webhook_endpoint_disabled", webhook_id=row["id"], reason=reason)
+                events.append(
+                    CloudEvent(
+                        source=SOURCE,
+                        type="webhook.endpoint.disabled",
+                        subject=row["id"],
+                        data={"webhookId": row["id"], "userId": row["user_id"], "reason": reason},
+                    )
+                )
+        return events
+
+
+def _json(value: dict[str, str]) -> str:
+    return orjson.dumps(value).decode()
