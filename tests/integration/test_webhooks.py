@@ -101,14 +101,16 @@ async def test_register_list_and_secret_never_listed(
     assert created["secret"] == own_secret
     assert created["events"] == ["render.completed"]
     generated = await register(gateway_client, user, base + unique_path())
-    assert generated["secret"].startswith("whsec_") and generated["secret"] != own_secret
+    assert generated["secret"].startswith("whsec_")
+    assert generated["secret"] != own_secret
 
     response = await gateway_client.get(WEBHOOKS, headers=user.bearer)
     assert response.status_code == 200
     listed = response.json()["data"]
     assert [w["webhookId"] for w in listed] == [created["webhookId"], generated["webhookId"]]
     assert all("secret" not in w for w in listed)
-    assert listed[0]["isActive"] is True and listed[0]["failureCount"] == 0
+    assert listed[0]["isActive"] is True
+    assert listed[0]["failureCount"] == 0
     assert listed[0]["description"] == "studio"
     assert "whsec_" not in response.text
 
@@ -154,21 +156,25 @@ async def test_register_refuses_malformed_json_duplicates_and_callers_without_sc
     malformed = await gateway_client.post(
         f"{WEBHOOKS}/register", content=b"{nope", headers={**user.bearer, "content-type": "application/json"}
     )
-    assert malformed.status_code == 400 and malformed.json()["errorCode"] == "INVALID_INPUT"
+    assert malformed.status_code == 400
+    assert malformed.json()["errorCode"] == "INVALID_INPUT"
 
     url = receiver[1] + unique_path()
     await register(gateway_client, user, url)
     again = await gateway_client.post(f"{WEBHOOKS}/register", json={"url": url, "events": ["*"]}, headers=user.bearer)
-    assert again.status_code == 409 and again.json()["errorCode"] == "ALREADY_EXISTS"
+    assert again.status_code == 409
+    assert again.json()["errorCode"] == "ALREADY_EXISTS"
 
     anonymous = await gateway_client.get(WEBHOOKS)
-    assert anonymous.status_code == 401 and anonymous.json()["errorCode"] == "AUTH_REQUIRED"
+    assert anonymous.status_code == 401
+    assert anonymous.json()["errorCode"] == "AUTH_REQUIRED"
     key = await gateway_client.post(
         "/api/plugins/keys", json={"name": "renders only", "scopes": ["renders:create"]}, headers=user.bearer
     )
     assert key.status_code == 201, key.text
     scoped = await gateway_client.get(WEBHOOKS, headers={"X-Api-Key": key.json()["data"]["key"]})
-    assert scoped.status_code == 403 and scoped.json()["errorCode"] == "INSUFFICIENT_PERMISSIONS"
+    assert scoped.status_code == 403
+    assert scoped.json()["errorCode"] == "INSUFFICIENT_PERMISSIONS"
     assert scoped.json()["details"]["requiredScope"] == "webhook:write"
 
 
@@ -214,8 +220,10 @@ async def test_render_events_are_delivered_signed_and_filtered(
     (only,) = await hooks.wait_for(completed_path, 1)
     body = orjson.loads(only.body)
     assert body["event"] == "render.completed"
-    assert body["data"]["renderId"] == render_id and body["data"]["status"] == "completed"
-    assert body["data"]["outputUrl"] and body["data"]["creditsUsed"] == final["creditsUsed"]
+    assert body["data"]["renderId"] == render_id
+    assert body["data"]["status"] == "completed"
+    assert body["data"]["outputUrl"]
+    assert body["data"]["creditsUsed"] == final["creditsUsed"]
     assert set(body) == {"event", "timestamp", "data"}
     assert only.headers["x-webhook-event"] == "render.completed"
     assert only.headers["content-type"] == "application/json"
@@ -252,9 +260,11 @@ async def test_failed_twice_then_delivered_on_third_attempt_with_same_id(
     assert [a["statusCode"] for a in logged["attempts"]] == [500, 500, 200]
     assert logged["attempts"][0]["responseBody"] == "boom"
     assert all(a["durationMs"] >= 0 and a["at"] for a in logged["attempts"])
-    assert logged["event"] == "webhook.test" and logged["nextAttemptAt"] is None
+    assert logged["event"] == "webhook.test"
+    assert logged["nextAttemptAt"] is None
     view = await webhook_view(gateway_client, user, webhook["webhookId"])
-    assert view["failureCount"] == 0 and view["lastSuccessAt"] is not None
+    assert view["failureCount"] == 0
+    assert view["lastSuccessAt"] is not None
 
 
 async def test_retry_after_is_honoured(
@@ -298,7 +308,8 @@ async def test_gone_disables_at_once_and_enable_reactivates(
     logged = await wait_delivery(gateway_client, user, webhook["webhookId"], delivery_id, "failed", 1)
     assert len(logged["attempts"]) == 1, "410 is final: no retry"
     view = await webhook_view(gateway_client, user, webhook["webhookId"])
-    assert view["isActive"] is False and "410" in view["disabledReason"]
+    assert view["isActive"] is False
+    assert "410" in view["disabledReason"]
 
     # Disabled: render events are not fanned out to it.
     created = await gateway_client.post("/api/plugins/renders", json=submission(), headers=user.bearer)
@@ -308,7 +319,8 @@ async def test_gone_disables_at_once_and_enable_reactivates(
 
     enabled = await gateway_client.post(f"{WEBHOOKS}/{webhook['webhookId']}/enable", headers=user.bearer)
     assert enabled.status_code == 200, enabled.text
-    assert enabled.json()["data"]["isActive"] is True and enabled.json()["data"].get("disabledReason") is None
+    assert enabled.json()["data"]["isActive"] is True
+    assert enabled.json()["data"].get("disabledReason") is None
     await ping(gateway_client, user, webhook["webhookId"])
     assert (await hooks.wait_for(path, 2))[-1].status == 200
 
@@ -323,7 +335,8 @@ async def test_delete_stops_deliveries(
     delivery_id = await ping(gateway_client, user, webhook["webhookId"])
     await hooks.wait_for(path, 1)
     deleted = await gateway_client.delete(f"{WEBHOOKS}/{webhook['webhookId']}", headers=user.bearer)
-    assert deleted.status_code == 200 and deleted.json() == {"success": True, "message": "Webhook deleted"}
+    assert deleted.status_code == 200
+    assert deleted.json() == {"success": True, "message": "Webhook deleted"}
 
     created = await gateway_client.post("/api/plugins/renders", json=submission(), headers=user.bearer)
     await wait_final(gateway_client, created.json()["data"]["renderId"], user.bearer)
@@ -352,20 +365,23 @@ async def test_delivery_log_pages_and_resend(
     second = (
         await gateway_client.get(url, params={"limit": 2, "cursor": first["nextCursor"]}, headers=user.bearer)
     ).json()["data"]
-    assert [d["deliveryId"] for d in second["deliveries"]] == [ids[0]] and second["nextCursor"] is None
+    assert [d["deliveryId"] for d in second["deliveries"]] == [ids[0]]
+    assert second["nextCursor"] is None
     for params in ({"cursor": "not-a-cursor"}, {"limit": 0}, {"limit": 101}, {"limit": "x"}):
         bad = await gateway_client.get(url, params=params, headers=user.bearer)
-        assert bad.status_code == 400 and bad.json()["errorCode"] == "INVALID_INPUT", params
+        assert (bad.status_code, bad.json()["errorCode"]) == (400, "INVALID_INPUT"), params
 
     await wait_delivery(gateway_client, user, webhook["webhookId"], ids[0], "succeeded", 1)
     first_id = hooks.received(path)[0].headers["webhook-id"]
     resent = await gateway_client.post(f"{url}/{ids[0]}/resend", headers=user.bearer)
-    assert resent.status_code == 202 and resent.json()["data"]["deliveryId"] == ids[0]
+    assert resent.status_code == 202
+    assert resent.json()["data"]["deliveryId"] == ids[0]
     again = (await hooks.wait_for(path, 4))[-1]
     assert again.headers["webhook-id"] == first_id
     await wait_delivery(gateway_client, user, webhook["webhookId"], ids[0], "succeeded", 2)
     missing = await gateway_client.post(f"{url}/{uuid.uuid4()}/resend", headers=user.bearer)
-    assert missing.status_code == 404 and missing.json()["errorCode"] == "NOT_FOUND"
+    assert missing.status_code == 404
+    assert missing.json()["errorCode"] == "NOT_FOUND"
 
 
 async def test_callback_url_delivery_is_signed_with_the_callback_secret(
