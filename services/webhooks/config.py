@@ -54,6 +54,8 @@ class Settings(ServiceSettings):
     max_endpoints_per_user: int = Field(50, ge=1)
     response_body_bytes: int = Field(1024, ge=0)
     """How much of a receiver's response body the attempt log keeps."""
+    retention_days: float = Field(30, gt=0)
+    """Finished deliveries (with their attempts) and processed-event records older than this are deleted."""
 
     @field_validator("retry_schedule")
     @classmethod

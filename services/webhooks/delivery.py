@@ -120,6 +120,12 @@ WHERE id = $1 AND is_active AND deleted_at IS NULL
 RETURNING id, user_id
 """
 
+CLEANUP_SQL = (
+    "DELETE FROM deliveries WHERE status <> 'pending' AND completed_at < now() - make_interval(secs => $1)",
+    "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
+)
+CLEANUP_INTERVAL_SECONDS = 600
+
 INSERT_OUTBOX_SQL = """
 INSERT INTO outbox (event_id, topic, key, headers, payload)
 SELECT u.event_id, u.topic, u.key, u.headers::jsonb, u.payload
@@ -186,18 +192,21 @@ class Dispatcher:
         self._per_target: Tally[str] = Tally()
         self._claimer: asyncio.Task[None] | None = None
         self._recorder: asyncio.Task[None] | None = None
+        self._cleaner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.transport.start()
         self._claimer = asyncio.create_task(self._claim_loop(), name="webhook-claimer")
         self._recorder = asyncio.create_task(self._record_loop(), name="webhook-recorder")
+        self._cleaner = asyncio.create_task(self._cleanup_loop(), name="webhook-retention")
 
     async def stop(self) -> None:
         """Stop claiming, let attempts in flight finish (bounded by their timeout), record them, close."""
-        if self._claimer is not None:
-            self._claimer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._claimer
+        for task in (self._claimer, self._cleaner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._in_flight:
             await asyncio.wait(list(self._in_flight.values()), timeout=self.settings.timeout_seconds + 1)
         if self._recorder is not None:
@@ -294,6 +303,22 @@ class Dispatcher:
         ATTEMPTS.labels("succeeded" if outcome.succeeded else "failed").inc()
         ATTEMPT_SECONDS.observe(outcome.duration_ms / 1000)
         self._results.put_nowait(Finished(delivery, outcome, datetime.now(UTC)))
+
+    async def _cleanup_loop(self) -> None:
+        """Retention: every few minutes, whichever dispatcher gets there first deletes what has aged out."""
+        while True:
+            await asyncio.sleep(CLEANUP_INTERVAL_SECONDS)
+            try:
+                await self.purge_expired()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhook_retention_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def purge_expired(self) -> None:
+        pool = await self._connect()
+        for statement in CLEANUP_SQL:
+            await pool.execute(statement, self.settings.retention_days * 86400.0)
 
     # -- recording -----------------------------------------------------------------------------------------------
 

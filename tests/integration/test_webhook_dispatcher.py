@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
 from services.webhooks import service
+from services.webhooks.config import Settings
+from services.webhooks.delivery import Dispatcher
 from services.webhooks.models import RegisterWebhookRequest, attempts, deliveries, endpoints
 from shared.db import make_engine, make_sessionmaker, unit_of_work
 from shared.engines import EmbeddedKafka, free_port, stop_process
@@ -279,3 +282,52 @@ async def test_failure_streak_disables_then_enable_delivers(harness: Harness) ->
     assert succeeded.data["final"] is True
     assert succeeded.data["eventId"] == event_id
     assert succeeded.data["latencyMs"] >= 0
+
+
+async def test_a_slow_endpoint_does_not_delay_the_others(harness: Harness) -> None:
+    hooks = Receiver()
+    hooks.script("/slow", then=Reply(200, delay=3))
+    with serve_in_thread(hooks.app) as base:
+        await register(harness.database_url, base + "/slow")
+        await register(harness.database_url, base + "/fast")
+        harness.start_dispatcher(WEBHOOKS_ENDPOINT_CONCURRENCY="4", WEBHOOKS_MAX_IN_FLIGHT="16")
+        await publish_completed(harness.bootstrap, 20)  # each event goes to both endpoints
+        await hooks.wait_for("/fast", 20, wait_seconds=30)
+        # Every fast delivery arrived while the slow endpoint had at most its 4 slots busy (each takes 3 s).
+        assert len(hooks.received("/slow")) <= 4
+        await hooks.wait_for("/slow", 20, wait_seconds=60)
+
+
+async def test_retention_deletes_only_finished_deliveries_past_the_retention(isolated_database_url: str) -> None:
+    webhook = await register(isolated_database_url, "https://example.com/hook")
+    async with database(isolated_database_url) as sessions, unit_of_work(sessions) as session:
+        for name, status, age_days in [
+            ("old-done", "succeeded", 40),
+            ("old-pending", "pending", 40),
+            ("new", "failed", 1),
+        ]:
+            await session.execute(
+                deliveries.insert().values(
+                    id=name,
+                    event_id=name,
+                    event_type="render.completed",
+                    event_time=datetime.now(UTC),
+                    user_id=USER,
+                    endpoint_id=webhook["id"],
+                    target_key=webhook["id"],
+                    url="https://example.com/hook",
+                    payload=b"{}",
+                    status=status,
+                    completed_at=None if status == "pending" else datetime.now(UTC) - timedelta(days=age_days),
+                    created_at=datetime.now(UTC) - timedelta(days=age_days),
+                )
+            )
+            await session.execute(attempts.insert().values(delivery_id=name, duration_ms=1))
+    dispatcher = Dispatcher(Settings(app_env="dev", database_url=isolated_database_url, retention_days=30))
+    try:
+        await dispatcher.purge_expired()
+    finally:
+        await dispatcher.stop()
+    left = await rows(isolated_database_url, select(deliveries.c.id).order_by(deliveries.c.id))
+    assert [r.id for r in left] == ["new", "old-pending"]
+    assert len(await rows(isolated_database_url, select(attempts.c.id))) == 2
