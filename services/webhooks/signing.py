@@ -62,7 +62,7 @@ def render_body(event_type: str, timestamp: datetime, event_data: dict[str, Any]
 
 def headers(secret: str, event_id: str, event_type: str, payload: bytes, now: datetime | None = None) -> dict[str, str]:
     """The delivery headers: ``webhook-id``/``-timestamp``/``-signature`` (Standard Webhooks v1) and the event."""
-    sent_at = now or datetime.now(UTC)
+    sent_at = (now or datetime.now(UTC)).astimezone(UTC)  # Webhook.sign reads the wall time as UTC
     signature = Webhook(secret).sign(msg_id=event_id, timestamp=sent_at, data=payload.decode())
     return {
         "content-type": "application/json",

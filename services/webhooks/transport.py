@@ -86,7 +86,7 @@ class Transport:
         try:
             check_url(url, allow_private=self.allow_private)
             async with self._session.post(url, data=payload, headers=headers, allow_redirects=False) as response:
-                raw = await response.content.read(self.response_body_bytes) if self.response_body_bytes else b""
+                raw = await _read_prefix(response.content, self.response_body_bytes)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 return Outcome(
                     status_code=response.status,
@@ -105,6 +105,19 @@ class Transport:
             return Outcome(None, f"no answer within {self.timeout_seconds:g} s", _elapsed_ms(started))
         except aiohttp.ClientError as exc:
             return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], _elapsed_ms(started))
+
+
+async def _read_prefix(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a body that may arrive in small chunks; the rest is never read."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _elapsed_ms(started: float) -> int:
