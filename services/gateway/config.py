@@ -46,6 +46,7 @@ class Settings(ServiceSettings):
     auth_failures_per_minute: int = 60  # per client IP and replica; then 429 without checking credentials
     max_auth_body_bytes: int = 64 * 1024
     max_body_bytes: int = 1024 * 1024  # any JSON request; render uploads have their own limit below
+    request_events: bool = True  # publish gateway.requests (telemetry); off = no per-request event at all
     max_render_body_bytes: int = 70 * 1024 * 1024  # MAX_UPLOAD_BYTES (50 MB) as base64 text, plus the form
 
     def upstreams(self) -> dict[str, str]:

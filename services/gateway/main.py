@@ -20,6 +20,7 @@ from services.gateway.events import KeyEventsConsumer, backfill_deleted_users
 from services.gateway.health import HealthChecker
 from services.gateway.proxy import make_session
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.request_events import RequestEventsMiddleware, RequestEventsPublisher
 from services.gateway.routing import route_for
 from services.gateway.service import FailureBudget, IdentitySigner, Pipeline
 from shared.http import RequestContextMiddleware
@@ -65,12 +66,16 @@ async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.health = HealthChecker(settings, session, redis, app.state.storage)
     app.state.key_cache = keys
     app.state.key_events = KeyEventsConsumer(settings, keys, denylist)
+    publisher = RequestEventsPublisher(settings.kafka_bootstrap_servers) if settings.request_events else None
+    app.state.request_events = publisher
     tasks = [
         asyncio.create_task(app.state.key_events.run(), name="key-events"),
         asyncio.create_task(backfill_deleted_users(settings, session, denylist), name="deleted-users"),
         asyncio.create_task(usage.run(), name="key-usage"),
         asyncio.create_task(jwt_verifier.run_refresh(), name="jwks-refresh"),
     ]
+    if publisher is not None:
+        tasks.append(asyncio.create_task(publisher.run(), name="request-events"))
     try:
         yield
     finally:
@@ -80,6 +85,8 @@ async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await usage.flush()
+        if publisher is not None:
+            await publisher.close()
         await session.close()
         await redis.aclose()
 
@@ -106,4 +113,5 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         routers=[router],
         internal_routes=False,
     )
-    return RequestContextMiddleware(GatewayApp(app), service="gateway")
+    events = RequestEventsMiddleware(GatewayApp(app), lambda: getattr(app.state, "request_events", None))
+    return RequestContextMiddleware(events, service="gateway")

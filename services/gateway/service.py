@@ -101,6 +101,7 @@ class Pipeline:
         request_id: str = scope["state"]["request_id"]
         headers = Headers(scope=scope)
         plugin = detect_plugin(headers)
+        scope["state"]["plugin"] = plugin
         extra: list[tuple[bytes, bytes]] = []
         try:
             if (
@@ -125,6 +126,8 @@ class Pipeline:
                 if exc.status_code == 401:
                     self.failures.record(client_ip)
                 raise
+            if principal is not None:
+                scope["state"]["user_id"] = principal.user_id
             authorize(principal, policy)
             body = await self._read_small_body(receive, headers) if policy.access is Access.CREDENTIALS else None
             decision = await self._rate_limit(scope, principal, policy, body)

@@ -1,13 +1,92 @@
 """HTTP routes of the telemetry service (thin: parse, call ``service``, shape the response).
 
-Every route requires the gateway's internal identity; the public routes arrive with
-the operator summary and dashboard (telemetry issue).
+``/api/admin/telemetry/*`` is for operators (the gateway requires an operator's access token, and so does this
+service); ``/admin`` serves the dashboard page and its assets, which sign in and call those routes themselves.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
 
-from shared.identity import require_identity
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
-router = APIRouter(dependencies=[Depends(require_identity)])
+from services.telemetry import service
+from services.telemetry.config import Settings
+from services.telemetry.deps import OperatorDep, SessionDep
+from services.telemetry.errors import InvalidWindowError, NotFoundError
+from shared.responses import JsonResponse
+
+api_router = APIRouter(prefix="/api/admin/telemetry")
+dashboard_router = APIRouter(prefix="/admin", include_in_schema=False)
+
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+ASSET_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
+DEFAULT_WINDOW = timedelta(hours=24)
+
+Moment = Annotated[datetime | None, Query(description="ISO 8601; naive times are UTC")]
+
+
+def _window(request: Request, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    settings: Settings = request.app.state.settings
+    until = _utc(until) if until else datetime.now(UTC)
+    since = _utc(since) if since else until - DEFAULT_WINDOW
+    if since >= until:
+        raise InvalidWindowError("since", "must be before until")
+    if until - since > timedelta(days=settings.max_window_days):
+        raise InvalidWindowError("since", f"the window may span at most {settings.max_window_days} days")
+    return since, until
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@api_router.get("/summary")
+async def summary(
+    _: OperatorDep, session: SessionDep, request: Request, since: Moment = None, until: Moment = None
+) -> JsonResponse:
+    start, end = _window(request, since, until)
+    return JsonResponse({"success": True, "data": await service.summary(session, start, end)})
+
+
+@api_router.get("/timeseries")
+async def timeseries(
+    _: OperatorDep,
+    session: SessionDep,
+    request: Request,
+    since: Moment = None,
+    until: Moment = None,
+    step: Literal["minute", "hour", "day"] | None = None,
+) -> JsonResponse:
+    start, end = _window(request, since, until)
+    span = end - start
+    chosen = step or ("minute" if span <= timedelta(hours=3) else "hour" if span <= timedelta(days=7) else "day")
+    if span / service.STEPS[chosen] > 5000:
+        raise InvalidWindowError("step", "too many points; use a coarser step")
+    return JsonResponse({"success": True, "data": await service.timeseries(session, start, end, chosen)})
+
+
+@dashboard_router.get("")
+async def dashboard_root() -> Response:
+    return RedirectResponse("/admin/", status_code=307)
+
+
+@dashboard_router.get("/{asset:path}")
+async def dashboard(asset: str) -> Response:
+    """The dashboard's own files (no CDN: everything it needs ships with the service)."""
+    name = asset or "index.html"
+    path = (DASHBOARD_DIR / name).resolve()
+    if not path.is_file() or DASHBOARD_DIR.resolve() not in path.parents or path.suffix not in ASSET_TYPES:
+        raise NotFoundError("Not found")
+    return FileResponse(path, media_type=ASSET_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
+
+
+routers = [api_router, dashboard_router]
