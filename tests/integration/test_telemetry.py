@@ -137,3 +137,14 @@ async def test_errors_are_counted_by_code(gateway_client: httpx.AsyncClient, ope
         )
 
     await wait_until(counted, 30)
+
+
+async def test_dashboard_is_served_with_a_strict_policy(gateway_client: httpx.AsyncClient) -> None:
+    page = await gateway_client.get("/admin/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert (await gateway_client.get("/admin/app.js")).status_code == 200
+    for path in ("/admin/../config.py", "/admin/%2e%2e/config.py", "/admin/nope.js", "/admin/api.py"):
+        assert (await gateway_client.get(path)).status_code == 404, path
