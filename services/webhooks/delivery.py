@@ -59,24 +59,47 @@ DELIVERY_LATENCY = Histogram(
 )
 
 CLAIM_SQL = """
-WITH due AS (
-    SELECT d.id, coalesce(e.secret, c.secret) AS secret
-    FROM deliveries d
-    LEFT JOIN plugin_webhooks e ON e.id = d.endpoint_id
-    LEFT JOIN callback_secrets c ON d.endpoint_id IS NULL AND c.user_id = d.user_id
-    WHERE d.status = 'pending'
-      AND d.next_attempt_at <= now()
-      AND (d.locked_until IS NULL OR d.locked_until < now())
-      AND (d.endpoint_id IS NULL OR (e.deleted_at IS NULL AND (e.is_active OR d.event_type = 'webhook.test')))
-      AND NOT (d.target_key = ANY($2::text[]))
-    ORDER BY d.next_attempt_at
+WITH candidates AS (
+    SELECT id, target_key, next_attempt_at, seq
+    FROM deliveries
+    WHERE status = 'pending'
+      AND next_attempt_at <= now()
+      AND (locked_until IS NULL OR locked_until < now())
+      AND NOT (target_key = ANY($2::text[]))
+    ORDER BY next_attempt_at, seq
+    LIMIT $3
+),
+ranked AS (
+    SELECT c.id, c.next_attempt_at, c.seq,
+           row_number() OVER (PARTITION BY c.target_key ORDER BY c.next_attempt_at, c.seq) AS place,
+           coalesce(f.free, $5) AS free
+    FROM candidates c LEFT JOIN unnest($6::text[], $7::int[]) AS f(key, free) ON f.key = c.target_key
+),
+picked AS (
+    SELECT d.id, d.endpoint_id, d.user_id
+    FROM deliveries d JOIN ranked r ON r.id = d.id
+    WHERE r.place <= r.free
+      AND d.status = 'pending' AND (d.locked_until IS NULL OR d.locked_until < now())
+    ORDER BY r.next_attempt_at, r.seq
     LIMIT $1
     FOR UPDATE OF d SKIP LOCKED
+),
+signed AS (
+    SELECT p.id, coalesce(e.secret, c.secret) AS secret
+    FROM picked p
+    LEFT JOIN plugin_webhooks e ON e.id = p.endpoint_id
+    LEFT JOIN callback_secrets c ON p.endpoint_id IS NULL AND c.user_id = p.user_id
 )
-UPDATE deliveries d SET locked_until = now() + make_interval(secs => $3)
-FROM due WHERE d.id = due.id
+UPDATE deliveries d SET locked_until = now() + make_interval(secs => $4)
+FROM signed WHERE d.id = signed.id
 RETURNING d.id, d.event_id, d.event_type, d.event_time, d.user_id, d.endpoint_id, d.target_key, d.url, d.payload,
-          d.attempt_count, d.retry_index, due.secret
+          d.attempt_count, d.retry_index, signed.secret
+"""
+"""Due deliveries, oldest first, at most ``free`` per endpoint (its cap minus what this process has in flight).
+
+Only ``deliveries`` is scanned (its partial index on ``next_attempt_at, seq``); a disabled endpoint's rows are not
+due (``next_attempt_at`` is NULL while it is disabled), so no join is needed to skip them. ``candidates`` looks a few
+batches ahead so one endpoint's backlog at the head of the queue does not hide the others'.
 """
 
 RELEASE_SQL = "UPDATE deliveries SET locked_until = NULL WHERE id = ANY($1::text[]) AND status = 'pending'"
@@ -91,7 +114,11 @@ UPDATE deliveries d SET
     status = u.status,
     attempt_count = d.attempt_count + 1,
     retry_index = u.retry_index,
-    next_attempt_at = u.next_at,
+    next_attempt_at = CASE
+        WHEN u.status = 'pending' AND d.event_type <> 'webhook.test' AND EXISTS (
+            SELECT 1 FROM plugin_webhooks e WHERE e.id = d.endpoint_id AND NOT e.is_active
+        ) THEN NULL  -- its endpoint was disabled meanwhile: held until enabled
+        ELSE u.next_at END,
     locked_until = NULL,
     last_status_code = u.code,
     completed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END
@@ -111,6 +138,9 @@ UPDATE plugin_webhooks e SET
 FROM unnest($1::text[], $2::bool[], $3::int[], $4::timestamptz[], $5::timestamptz[])
     AS u(id, reset, fails, first_fail, last_success)
 WHERE e.id = u.id
+  -- A healthy endpoint's row is rewritten at most once a second: every batch of successes would otherwise update
+  -- (and lock) the same row, and the recorders of several dispatchers would queue on it.
+  AND NOT (u.fails = 0 AND e.failure_count = 0 AND e.last_success_at > u.last_success - interval '1 second')
 RETURNING e.id, e.user_id, e.is_active, e.deleted_at, e.failure_count, e.failing_since
 """
 
@@ -120,11 +150,19 @@ WHERE id = $1 AND is_active AND deleted_at IS NULL
 RETURNING id, user_id
 """
 
+HOLD_SQL = """
+UPDATE deliveries SET next_attempt_at = NULL
+WHERE endpoint_id = $1 AND status = 'pending' AND event_type <> 'webhook.test'
+"""
+"""A disabled endpoint's deliveries wait, not due, until ``enable`` makes them due again (test pings still go)."""
+
 CLEANUP_SQL = (
     "DELETE FROM deliveries WHERE status <> 'pending' AND completed_at < now() - make_interval(secs => $1)",
     "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
 )
 CLEANUP_INTERVAL_SECONDS = 600
+CLAIM_COALESCE_SECONDS = 0.002
+CANDIDATE_LOOKAHEAD = 4
 
 INSERT_OUTBOX_SQL = """
 INSERT INTO outbox (event_id, topic, key, headers, payload)
@@ -258,6 +296,8 @@ class Dispatcher:
                 if started < want:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+                    # Let a few more wake-ups (slots freeing, commits) gather: one claim serves them all.
+                    await asyncio.sleep(CLAIM_COALESCE_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -266,16 +306,27 @@ class Dispatcher:
                 backoff = min(backoff * 2, 5.0)
 
     async def _claim(self, pool: asyncpg.Pool, want: int) -> int:
-        """Claim up to ``want`` due deliveries and start their attempts; returns how many started."""
+        """Claim up to ``want`` due deliveries within each endpoint's free slots; returns how many started."""
         cap = self.settings.endpoint_concurrency
-        saturated = [key for key, n in self._per_target.items() if n >= cap]
-        rows = await pool.fetch(CLAIM_SQL, want, saturated, self.settings.lease_seconds)
+        busy = {key: cap - n for key, n in self._per_target.items()}
+        saturated = [key for key, free in busy.items() if free <= 0]
+        open_keys = [key for key, free in busy.items() if free > 0]
+        rows = await pool.fetch(
+            CLAIM_SQL,
+            want,
+            saturated,
+            want * CANDIDATE_LOOKAHEAD,
+            self.settings.lease_seconds,
+            cap,
+            open_keys,
+            [busy[k] for k in open_keys],
+        )
         surplus: list[str] = []
         started = 0
         for row in rows:
             delivery = Claimed.from_row(row)
             if self._per_target[delivery.cap_key] >= cap or delivery.id in self._in_flight:
-                surplus.append(delivery.id)
+                surplus.append(delivery.id)  # callbacks: several URLs may share one host's cap
                 continue
             self._per_target[delivery.cap_key] += 1
             self._in_flight[delivery.id] = asyncio.create_task(self._attempt(delivery), name=f"attempt-{delivery.id}")
@@ -295,6 +346,8 @@ class Dispatcher:
             log.error("webhook_attempt_error", delivery_id=delivery.id, exc_info=True)
             outcome = Outcome(None, f"internal error: {type(exc).__name__}", 0)
         finally:
+            if self._per_target[delivery.cap_key] >= self.settings.endpoint_concurrency:
+                self._wake.set()  # this endpoint was full: its waiting deliveries can go now
             self._per_target[delivery.cap_key] -= 1
             if self._per_target[delivery.cap_key] <= 0:
                 del self._per_target[delivery.cap_key]
@@ -345,7 +398,6 @@ class Dispatcher:
     async def _record(self, pool: asyncpg.Pool, batch: list[Finished]) -> None:
         now = datetime.now(UTC)
         plans = [self._plan(item, now) for item in batch]
-        events: list[CloudEvent] = []
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 INSERT_ATTEMPTS_SQL,
@@ -364,17 +416,9 @@ class Dispatcher:
                 [p["next_at"] for p in plans],
                 [f.outcome.status_code for f in batch],
             )
-            events.extend(self._delivery_event(f, p) for f, p in zip(batch, plans, strict=True))
-            events.extend(await self._update_endpoints(conn, batch, now))
-            rows = [outbox_values(WEBHOOK_EVENTS, e) for e in events]
-            await conn.execute(
-                INSERT_OUTBOX_SQL,
-                [r["event_id"] for r in rows],
-                [r["topic"] for r in rows],
-                [r["key"] for r in rows],
-                [_json(r["headers"]) for r in rows],
-                [r["payload"] for r in rows],
-            )
+            await _enqueue(conn, [self._delivery_event(f, p) for f, p in zip(batch, plans, strict=True)])
+            # Last, so the endpoint rows (shared by every dispatcher's recorder) are locked for the shortest time.
+            await _enqueue(conn, await self._update_endpoints(conn, batch, now))
         for item in batch:
             if item.outcome.succeeded:
                 DELIVERY_LATENCY.observe(max(0.0, (item.at - item.delivery.event_time).total_seconds()))
@@ -466,6 +510,7 @@ class Dispatcher:
             if reason is None:
                 continue
             if await conn.fetchrow(DISABLE_SQL, row["id"], reason) is not None:
+                await conn.execute(HOLD_SQL, row["id"])
                 log.warning("webhook_endpoint_disabled", webhook_id=row["id"], reason=reason)
                 events.append(
                     CloudEvent(
@@ -478,5 +523,16 @@ class Dispatcher:
         return events
 
 
-def _json(value: dict[str, str]) -> str:
-    return orjson.dumps(value).decode()
+async def _enqueue(conn: asyncpg.Connection, events: list[CloudEvent]) -> None:
+    """Outbox rows for ``webhook.events`` in the caller's transaction (one statement for the batch)."""
+    if not events:
+        return
+    rows = [outbox_values(WEBHOOK_EVENTS, e) for e in events]
+    await conn.execute(
+        INSERT_OUTBOX_SQL,
+        [r["event_id"] for r in rows],
+        [r["topic"] for r in rows],
+        [r["key"] for r in rows],
+        [orjson.dumps(r["headers"]).decode() for r in rows],
+        [r["payload"] for r in rows],
+    )

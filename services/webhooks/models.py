@@ -111,7 +111,7 @@ deliveries = Table(
     _optional_time("completed_at"),
     UniqueConstraint("event_id", "target_key", name="uq_deliveries_event_target"),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'canceled')", name="ck_deliveries_status"),
-    Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    Index("ix_deliveries_due", "next_attempt_at", "seq", postgresql_where=text("status = 'pending'")),
     Index("ix_deliveries_endpoint", "endpoint_id", "seq"),
 )
 
