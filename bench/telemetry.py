@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import statistics
 import tempfile
 import time
@@ -199,6 +200,12 @@ FILL_SQL = [
 ]
 
 
+def renumbered(sql: str) -> tuple[str, list[int]]:
+    """A statement using some of ``$1..$4`` with its placeholders made consecutive, and which ones it used."""
+    used = sorted({int(n) for n in re.findall(r"\$(\d)", sql)})
+    return re.sub(r"\$(\d)", lambda m: f"${used.index(int(m.group(1))) + 1}", sql), used
+
+
 async def measure_summary(database_url: str, repeats: int) -> dict[str, Any]:
     until = datetime.now(UTC).replace(second=0, microsecond=0)
     since = until - timedelta(days=7)
@@ -208,7 +215,9 @@ async def measure_summary(database_url: str, repeats: int) -> dict[str, Any]:
         for table in ("render_minutes", "request_minutes", "latency_minutes", "active_users", "webhook_minutes"):
             await conn.execute(f"TRUNCATE telemetry.{table}")
         for sql in FILL_SQL:
-            await conn.execute(sql, since, until - timedelta(minutes=1), list(PLATFORMS), list(ROUTES))
+            args: list[Any] = [since, until - timedelta(minutes=1), list(PLATFORMS), list(ROUTES)]
+            numbered, used = renumbered(sql)
+            await conn.execute(numbered, *[args[n - 1] for n in used])
         await conn.execute("ANALYZE")
         rows = {
             table: int(await conn.fetchval(f"SELECT count(*) FROM telemetry.{table}"))
