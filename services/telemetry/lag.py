@@ -10,7 +10,6 @@ import contextlib
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from services.telemetry.metrics import CONSUMER_LAG
 from shared.events.topics import CONSUMER_GROUPS
@@ -19,31 +18,49 @@ log = structlog.stdlib.get_logger(__name__)
 
 
 async def measure(bootstrap: str, groups: dict[str, list[str]] = CONSUMER_GROUPS) -> dict[tuple[str, str], int]:
-    """``{(group, topic): lag}``; a group that never committed counts everything as lag."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="telemetry-lag")
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="telemetry-lag", enable_auto_commit=False)
-    await admin.start()
-    await probe.start()
-    try:
-        lags: dict[tuple[str, str], int] = {}
-        for group, topics in groups.items():
-            committed = await admin.list_consumer_group_offsets(group)
+    """``{(group, topic): lag}``; a group that never committed counts everything as lag.
+
+    Per group, a consumer that never joins it reads the committed offsets (``committed()`` asks the group
+    coordinator) and one small fetch per partition from there gives the high watermark. Both work on every
+    Kafka-protocol broker the platform runs on; the admin client's group ``OffsetFetch`` and ``ListOffsets``
+    (``end_offsets``) do not on the embedded one.
+    """
+    lags: dict[tuple[str, str], int] = {}
+    for group, topics in groups.items():
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            client_id="telemetry-lag",
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=1024,
+            fetch_max_wait_ms=10,
+        )
+        await reader.start()
+        try:
+            await reader.topics()  # loads the cluster metadata partitions_for_topic reads
+            committed: dict[TopicPartition, int] = {}
             for topic in topics:
-                partitions = [TopicPartition(topic, p) for p in sorted(probe.partitions_for_topic(topic) or [])]
-                if not partitions:
-                    continue
-                ends = await probe.end_offsets(partitions)
-                lag = 0
-                for tp in partitions:
-                    done = committed.get(tp)
-                    lag += max(0, ends[tp] - (done.offset if done is not None and done.offset >= 0 else 0))
-                lags[(group, topic)] = lag
-        return lags
-    finally:
-        with contextlib.suppress(Exception):
-            await probe.stop()
-        with contextlib.suppress(Exception):
-            await admin.close()
+                for partition in sorted(reader.partitions_for_topic(topic) or []):
+                    tp = TopicPartition(topic, partition)
+                    offset = await reader.committed(tp)
+                    committed[tp] = offset if offset is not None and offset >= 0 else 0
+            if not committed:
+                continue
+            reader.assign(list(committed))
+            for tp, offset in committed.items():
+                reader.seek(tp, offset)
+            for _ in range(5):
+                if all(reader.highwater(tp) is not None for tp in committed):
+                    break
+                await reader.getmany(timeout_ms=200)
+            for topic in topics:
+                partitions = [tp for tp in committed if tp.topic == topic]
+                if partitions and all(reader.highwater(tp) is not None for tp in partitions):
+                    lags[(group, topic)] = sum(max(0, (reader.highwater(tp) or 0) - committed[tp]) for tp in partitions)
+        finally:
+            with contextlib.suppress(Exception):
+                await reader.stop()
+    return lags
 
 
 async def run(bootstrap: str, interval: float) -> None:
