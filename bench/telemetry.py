@@ -197,7 +197,35 @@ FILL_SQL = [
        SELECT m, o, 1 + (random() * 10)::int
        FROM generate_series($1::timestamptz, $2::timestamptz, interval '1 minute') m,
             unnest(ARRAY['succeeded', 'failed']) o""",
+    # the hourly rollups ingest writes beside the minutes
+    """INSERT INTO telemetry.render_hours
+       SELECT date_trunc('hour', minute, 'UTC'), platform, plugin_version, status, sum(renders), sum(credits)
+       FROM telemetry.render_minutes GROUP BY 1, 2, 3, 4""",
+    """INSERT INTO telemetry.request_hours
+       SELECT date_trunc('hour', minute, 'UTC'), platform, plugin_version, method, route, status, error_code,
+              sum(requests)
+       FROM telemetry.request_minutes GROUP BY 1, 2, 3, 4, 5, 6, 7""",
+    """INSERT INTO telemetry.latency_hours
+       SELECT date_trunc('hour', minute, 'UTC'), metric, dim1, dim2, bucket, sum(count)
+       FROM telemetry.latency_minutes GROUP BY 1, 2, 3, 4, 5""",
+    """INSERT INTO telemetry.webhook_hours
+       SELECT date_trunc('hour', minute, 'UTC'), outcome, sum(count) FROM telemetry.webhook_minutes GROUP BY 1, 2""",
+    """INSERT INTO telemetry.active_users_hours
+       SELECT DISTINCT date_trunc('hour', minute, 'UTC'), platform, plugin_version, user_id
+       FROM telemetry.active_users""",
 ]
+ROLLUP_TABLES = (
+    "render_minutes",
+    "request_minutes",
+    "latency_minutes",
+    "active_users",
+    "webhook_minutes",
+    "render_hours",
+    "request_hours",
+    "latency_hours",
+    "active_users_hours",
+    "webhook_hours",
+)
 
 
 def renumbered(sql: str) -> tuple[str, list[int]]:
@@ -212,17 +240,14 @@ async def measure_summary(database_url: str, repeats: int) -> dict[str, Any]:
     conn = await asyncpg.connect(plain_dsn(database_url))
     fill_started = time.perf_counter()
     try:
-        for table in ("render_minutes", "request_minutes", "latency_minutes", "active_users", "webhook_minutes"):
+        for table in ROLLUP_TABLES:
             await conn.execute(f"TRUNCATE telemetry.{table}")
         for sql in FILL_SQL:
             args: list[Any] = [since, until - timedelta(minutes=1), list(PLATFORMS), list(ROUTES)]
             numbered, used = renumbered(sql)
             await conn.execute(numbered, *[args[n - 1] for n in used])
         await conn.execute("ANALYZE")
-        rows = {
-            table: int(await conn.fetchval(f"SELECT count(*) FROM telemetry.{table}"))
-            for table in ("render_minutes", "request_minutes", "latency_minutes", "active_users", "webhook_minutes")
-        }
+        rows = {table: int(await conn.fetchval(f"SELECT count(*) FROM telemetry.{table}")) for table in ROLLUP_TABLES}
     finally:
         await conn.close()
     fill_seconds = time.perf_counter() - fill_started

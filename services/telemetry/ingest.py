@@ -13,8 +13,10 @@ import asyncpg
 import orjson
 import structlog
 from aiokafka import ConsumerRecord
+from sqlalchemy import BigInteger, DateTime, Integer, Table, Text
 
 from services.telemetry import metrics
+from services.telemetry.models import ROLLUPS
 from services.telemetry.rollup import Increments, aggregate
 from shared.events.envelope import CloudEvent
 
@@ -28,38 +30,28 @@ ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 """
 
-UPSERT_RENDERS_SQL = """
-INSERT INTO render_minutes (minute, platform, plugin_version, status, renders, credits)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[])
-ON CONFLICT (minute, platform, plugin_version, status) DO UPDATE
-SET renders = render_minutes.renders + excluded.renders, credits = render_minutes.credits + excluded.credits
-"""
+ARRAY_TYPES = {DateTime: "timestamptz", Text: "text", Integer: "int", BigInteger: "bigint"}
 
-UPSERT_REQUESTS_SQL = """
-INSERT INTO request_minutes (minute, platform, plugin_version, method, route, status, error_code, requests)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
-                     $8::int[])
-ON CONFLICT (minute, platform, plugin_version, method, route, status, error_code) DO UPDATE
-SET requests = request_minutes.requests + excluded.requests
-"""
 
-UPSERT_LATENCY_SQL = """
-INSERT INTO latency_minutes (minute, metric, dim1, dim2, bucket, count)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[])
-ON CONFLICT (minute, metric, dim1, dim2, bucket) DO UPDATE SET count = latency_minutes.count + excluded.count
-"""
+def upsert_sql(table: Table) -> str:
+    """``INSERT .. SELECT * FROM unnest(one array per column) ON CONFLICT (key) DO UPDATE SET n = n + excluded.n``:
+    a whole batch of a rollup in one statement; its non-key columns are counters that add up."""
+    names = [c.name for c in table.columns]
+    keys = [c.name for c in table.primary_key.columns]
+    arrays = ", ".join(f"${i}::{ARRAY_TYPES[type(c.type)]}[]" for i, c in enumerate(table.columns, 1))
+    counters = [n for n in names if n not in keys]
+    on_conflict = (
+        "DO UPDATE SET " + ", ".join(f"{n} = {table.name}.{n} + excluded.{n}" for n in counters)
+        if counters
+        else "DO NOTHING"
+    )
+    return (
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
+        f"ON CONFLICT ({', '.join(keys)}) {on_conflict}"
+    )
 
-UPSERT_WEBHOOKS_SQL = """
-INSERT INTO webhook_minutes (minute, outcome, count)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::int[])
-ON CONFLICT (minute, outcome) DO UPDATE SET count = webhook_minutes.count + excluded.count
-"""
 
-INSERT_ACTIVE_SQL = """
-INSERT INTO active_users (minute, platform, plugin_version, user_id)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[])
-ON CONFLICT DO NOTHING
-"""
+UPSERTS = {name: (upsert_sql(minutes), upsert_sql(hours)) for name, (minutes, hours) in ROLLUPS.items()}
 
 PURGE_SQL = "DELETE FROM events_seen WHERE received_at < now() - make_interval(secs => $1)"
 """By arrival, not event time: an event is remembered (deduped) for the retention after it was ingested."""
@@ -96,22 +88,30 @@ async def store(conn: asyncpg.Connection, events: list[CloudEvent]) -> list[Clou
 
 
 async def add_increments(conn: asyncpg.Connection, increments: Increments) -> None:
-    if increments.renders:
-        keys = list(increments.renders)
-        credits = [increments.credits.get(k, 0) for k in keys]
-        await conn.execute(UPSERT_RENDERS_SQL, *_columns(keys), [increments.renders[k] for k in keys], credits)
-    await _upsert_counts(conn, UPSERT_REQUESTS_SQL, increments.requests)
-    await _upsert_counts(conn, UPSERT_LATENCY_SQL, increments.latency)
-    await _upsert_counts(conn, UPSERT_WEBHOOKS_SQL, increments.webhooks)
-    if increments.active:
-        await conn.execute(INSERT_ACTIVE_SQL, *_columns(sorted(increments.active)))
+    """Add a batch's increments to the per-minute rollups and, summed per hour, to the hourly ones."""
+    renders = {k: (n, increments.credits.get(k, 0)) for k, n in increments.renders.items()}
+    for name, rows in (
+        ("render", renders),
+        ("request", {k: (n,) for k, n in increments.requests.items()}),
+        ("latency", {k: (n,) for k, n in increments.latency.items()}),
+        ("webhook", {k: (n,) for k, n in increments.webhooks.items()}),
+        ("active", dict.fromkeys(increments.active, ())),
+    ):
+        if not rows:
+            continue
+        per_minute, per_hour = UPSERTS[name]
+        await conn.execute(per_minute, *_columns([key + values for key, values in rows.items()]))
+        await conn.execute(per_hour, *_columns([key + values for key, values in _by_hour(rows).items()]))
 
 
-async def _upsert_counts(conn: asyncpg.Connection, sql: str, counts: Mapping[Any, int]) -> None:
-    """One statement for a whole counter: its key columns, then the count."""
-    if counts:
-        keys = list(counts)
-        await conn.execute(sql, *_columns(keys), [counts[k] for k in keys])
+def _by_hour(rows: Mapping[tuple[Any, ...], tuple[int, ...]]) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """Per-minute keys (time first) summed into per-hour keys."""
+    hours: dict[tuple[Any, ...], tuple[int, ...]] = {}
+    for key, values in rows.items():
+        hour_key = (key[0].replace(minute=0), *key[1:])
+        previous = hours.get(hour_key)
+        hours[hour_key] = values if previous is None else tuple(a + b for a, b in zip(previous, values, strict=True))
+    return hours
 
 
 def _columns(keys: Sequence[tuple[Any, ...]]) -> list[list[Any]]:

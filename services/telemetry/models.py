@@ -22,6 +22,10 @@ def _minute() -> Column[object]:
     return Column("minute", DateTime(timezone=True), primary_key=True)
 
 
+def _hour() -> Column[object]:
+    return Column("hour", DateTime(timezone=True), primary_key=True)
+
+
 def _key(name: str) -> Column[object]:
     return Column(name, Text, primary_key=True)
 
@@ -89,6 +93,26 @@ active_users = Table(
     _key("user_id"),
 )
 
+
+def _hourly(name: str, minutes: Table) -> Table:
+    """The same rollup per hour, written with the minutes in one transaction: long windows read these."""
+    columns = [_hour()] + [c._copy() for c in minutes.columns if c.name != "minute"]
+    return Table(name, metadata, *columns)
+
+
+render_hours = _hourly("render_hours", render_minutes)
+request_hours = _hourly("request_hours", request_minutes)
+latency_hours = _hourly("latency_hours", latency_minutes)
+webhook_hours = _hourly("webhook_hours", webhook_minutes)
+active_users_hours = _hourly("active_users_hours", active_users)
+
 processed_events = processed_events_table(metadata)
 
-ROLLUP_TABLES = (render_minutes, request_minutes, latency_minutes, webhook_minutes, active_users)
+ROLLUPS = {
+    "render": (render_minutes, render_hours),
+    "request": (request_minutes, request_hours),
+    "latency": (latency_minutes, latency_hours),
+    "webhook": (webhook_minutes, webhook_hours),
+    "active": (active_users, active_users_hours),
+}
+"""Each rollup's per-minute and per-hour table."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,7 +44,9 @@ class Increments:
 
 
 def minute_of(moment: datetime) -> datetime:
-    return moment.replace(second=0, microsecond=0)
+    """The UTC minute of an event (a naive time is taken as UTC), so per-hour sums are UTC hours everywhere."""
+    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return utc.replace(second=0, microsecond=0)
 
 
 def add_event(increments: Increments, event: CloudEvent) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.telemetry.histogram import percentile
+from services.telemetry.models import ROLLUPS
 from services.telemetry.rollup import NO_VERSION, QUEUE_WAIT, RENDER_STATUSES, RENDER_TIME, ROUTE_LATENCY
 
 Buckets = list[tuple[int, int]]
@@ -23,7 +24,36 @@ STEPS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": time
 
 
 def _window(since: datetime, until: datetime) -> dict[str, datetime]:
-    return {"since": since.replace(second=0, microsecond=0), "until": until}
+    """Query parameters: the window, and the whole hours inside it (``h0 <= h1``; equal when there are none)."""
+    start = since.astimezone(UTC).replace(second=0, microsecond=0)
+    first_hour = start.replace(minute=0) + (timedelta(hours=1) if start.minute else timedelta(0))
+    last_hour = until.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    h1 = max(first_hour, last_hour)
+    return {
+        "since": start,
+        "until": until,
+        "h0": first_hour,
+        "h1": h1,
+        "head_end": min(first_hour, until),
+        "tail_start": max(h1, start),
+    }
+
+
+def _source(rollup: str, *, hourly: bool = True) -> str:
+    """A rollup over the window as a subquery with time column ``t``: whole hours from the hourly table, the edges
+    (and everything, when ``hourly`` is off) from the per-minute one. A week reads ~170 hour rows per key."""
+    minute_table, hour_table = ROLLUPS[rollup]
+    minutes, hours = minute_table.name, hour_table.name
+    columns = ", ".join(c.name for c in minute_table.columns if c.name != "minute")
+    if not hourly:
+        return f"(SELECT {columns}, minute AS t FROM {minutes} WHERE minute >= :since AND minute < :until) AS src"
+    # Three range scans (head minutes, whole hours, tail minutes): each an index range on the time column.
+    return (
+        f"(SELECT {columns}, minute AS t FROM {minutes} WHERE minute >= :since AND minute < :head_end"
+        f" UNION ALL SELECT {columns}, hour AS t FROM {hours} WHERE hour >= :h0 AND hour < :h1"
+        f" UNION ALL SELECT {columns}, minute AS t FROM {minutes} WHERE minute >= :tail_start"
+        f" AND minute < :until) AS src"
+    )
 
 
 def _percentiles(buckets: Buckets) -> dict[str, float | None]:
@@ -68,13 +98,12 @@ async def _rows(session: AsyncSession, sql: str, window: dict[str, datetime]) ->
 
 async def summary(session: AsyncSession, since: datetime, until: datetime) -> dict[str, Any]:
     window = _window(since, until)
-    where = "WHERE minute >= :since AND minute < :until"
     platforms: dict[str, _Group] = defaultdict(_Group)
     versions: dict[tuple[str, str], _Group] = defaultdict(_Group)
 
     for row in await _rows(
         session,
-        f"SELECT platform, plugin_version, status, sum(renders), sum(credits) FROM render_minutes {where} "
+        f"SELECT platform, plugin_version, status, sum(renders), sum(credits) FROM {_source('render')} "
         "GROUP BY 1, 2, 3",
         window,
     ):
@@ -82,23 +111,27 @@ async def summary(session: AsyncSession, since: datetime, until: datetime) -> di
             group.renders[row[2]] = group.renders.get(row[2], 0) + int(row[3])
             group.credits += int(row[4])
     for row in await _rows(
-        session, f"SELECT platform, plugin_version, sum(requests) FROM request_minutes {where} GROUP BY 1, 2", window
+        session, f"SELECT platform, plugin_version, sum(requests) FROM {_source('request')} GROUP BY 1, 2", window
     ):
         platforms[row[0]].requests += int(row[2])
         versions[(row[0], row[1])].requests += int(row[2])
-    for row in await _rows(
+    # One scan for the three distinct counts (per version, per platform, overall): GROUPING tells the levels apart.
+    total_users = 0
+    for platform, version, users, level in await _rows(
         session,
-        f"SELECT platform, plugin_version, count(DISTINCT user_id) FROM active_users {where} GROUP BY 1, 2",
+        "SELECT platform, plugin_version, count(DISTINCT user_id), GROUPING(platform, plugin_version) "
+        f"FROM {_source('active')} GROUP BY GROUPING SETS ((platform, plugin_version), (platform), ())",
         window,
     ):
-        versions[(row[0], row[1])].active_users = int(row[2])
-    for row in await _rows(
-        session, f"SELECT platform, count(DISTINCT user_id) FROM active_users {where} GROUP BY 1", window
-    ):
-        platforms[row[0]].active_users = int(row[1])
+        if level == 0:
+            versions[(platform, version)].active_users = int(users)
+        elif level == 1:
+            platforms[platform].active_users = int(users)
+        else:
+            total_users = int(users)
     latency = await _rows(
         session,
-        f"SELECT metric, dim1, dim2, bucket, sum(count) FROM latency_minutes {where} GROUP BY 1, 2, 3, 4",
+        f"SELECT metric, dim1, dim2, bucket, sum(count) FROM {_source('latency')} GROUP BY 1, 2, 3, 4",
         window,
     )
     route_buckets: dict[tuple[str, str], Buckets] = defaultdict(list)
@@ -113,9 +146,6 @@ async def summary(session: AsyncSession, since: datetime, until: datetime) -> di
         else:
             webhook_buckets.append(pair)
 
-    total_users = (
-        await session.execute(text(f"SELECT count(DISTINCT user_id) FROM active_users {where}"), window)
-    ).scalar_one()
     return {
         "since": window["since"].isoformat(),
         "until": until.isoformat(),
@@ -143,8 +173,7 @@ async def _routes(
     routes: dict[tuple[str, str], dict[str, Any]] = {}
     for method, route, status, error_code, requests in await _rows(
         session,
-        "SELECT method, route, status, error_code, sum(requests) FROM request_minutes "
-        "WHERE minute >= :since AND minute < :until GROUP BY 1, 2, 3, 4",
+        f"SELECT method, route, status, error_code, sum(requests) FROM {_source('request')} GROUP BY 1, 2, 3, 4",
         window,
     ):
         entry = routes.setdefault((method, route), {"requests": 0, "errors": 0, "errorsByCode": {}})
@@ -172,7 +201,7 @@ async def _webhooks(session: AsyncSession, window: dict[str, datetime], latency:
         outcome: int(count)
         for outcome, count in await _rows(
             session,
-            "SELECT outcome, sum(count) FROM webhook_minutes WHERE minute >= :since AND minute < :until GROUP BY 1",
+            f"SELECT outcome, sum(count) FROM {_source('webhook')} GROUP BY 1",
             window,
         )
     }
@@ -199,13 +228,15 @@ async def timeseries(session: AsyncSession, since: datetime, until: datetime, st
         slots.append(moment)
         moment += width
     index = {slot: i for i, slot in enumerate(slots)}
-    where = "WHERE minute >= :since AND minute < :until"
-    trunc = f"date_trunc('{step}', minute, 'UTC')"
+    hourly = step != "minute"
+    trunc = f"date_trunc('{step}', t, 'UTC')"
 
     renders: dict[str, dict[str, list[int]]] = {}
     finished: dict[str, list[int]] = {"completed": [0] * len(slots), "failed": [0] * len(slots)}
     for slot, platform, status, count in await _rows(
-        session, f"SELECT {trunc}, platform, status, sum(renders) FROM render_minutes {where} GROUP BY 1, 2, 3", window
+        session,
+        f"SELECT {trunc}, platform, status, sum(renders) FROM {_source('render', hourly=hourly)} GROUP BY 1, 2, 3",
+        window,
     ):
         i = index.get(slot.astimezone(UTC))
         if i is None:
@@ -218,7 +249,8 @@ async def timeseries(session: AsyncSession, since: datetime, until: datetime, st
     render_time: list[Buckets] = [[] for _ in slots]
     for slot, bucket, count in await _rows(
         session,
-        f"SELECT {trunc}, bucket, sum(count) FROM latency_minutes {where} AND metric = '{RENDER_TIME}' GROUP BY 1, 2",
+        f"SELECT {trunc}, bucket, sum(count) FROM {_source('latency', hourly=hourly)} "
+        f"WHERE metric = '{RENDER_TIME}' GROUP BY 1, 2",
         window,
     ):
         i = index.get(slot.astimezone(UTC))
@@ -227,7 +259,7 @@ async def timeseries(session: AsyncSession, since: datetime, until: datetime, st
 
     webhooks: dict[str, list[int]] = {o: [0] * len(slots) for o in ("succeeded", "failed", "disabled")}
     for slot, outcome, count in await _rows(
-        session, f"SELECT {trunc}, outcome, sum(count) FROM webhook_minutes {where} GROUP BY 1, 2", window
+        session, f"SELECT {trunc}, outcome, sum(count) FROM {_source('webhook', hourly=hourly)} GROUP BY 1, 2", window
     ):
         i = index.get(slot.astimezone(UTC))
         if i is not None and outcome in webhooks:

@@ -256,3 +256,27 @@ async def test_window_and_timeseries(ingested: Ingested) -> None:
     assert sum(series["renders"]["revit"]["completed"]) == 4
     assert series["webhooks"]["succeeded"][0] == 9
     assert series["successRate"][0] is not None
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(timedelta(minutes=7, seconds=30), timedelta(hours=2, minutes=10)), (timedelta(hours=-1), timedelta(hours=3))],
+)
+async def test_hourly_rollups_agree_with_the_minutes(
+    ingested: Ingested, monkeypatch: pytest.MonkeyPatch, start: timedelta, end: timedelta
+) -> None:
+    """Whole hours are read from the hourly tables, the edges from the minutes: the same numbers either way."""
+    _, session, _ = ingested
+    since, until = BASE + start, BASE + end
+    mixed = await service.summary(session, since, until)
+    series = await service.timeseries(session, since, until, "hour")
+    window = service._window
+
+    def minutes_only(a: datetime, b: datetime) -> dict[str, datetime]:
+        params = window(a, b)
+        # No whole hours: everything from the per-minute tables.
+        return {**params, "h0": params["until"], "h1": params["until"], "head_end": params["until"]}
+
+    monkeypatch.setattr(service, "_window", minutes_only)
+    assert await service.summary(session, since, until) == mixed
+    assert await service.timeseries(session, since, until, "hour") == series
