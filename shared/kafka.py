@@ -60,8 +60,15 @@ async def probe_broker(bootstrap: str, wait_seconds: float = 1.0) -> bool:
             await client.close()
 
 
-def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
+def make_broker(bootstrap: str, client_id: str, graceful_timeout: float = 25.0) -> KafkaBroker:
     """The FastStream broker consumers subscribe with (explicit group ids and ack policies at each subscriber)."""
     # FastStream's per-message "Received"/"Processed" lines go to DEBUG: at INFO they were one line per event outside
     # structlog (and a measurable share of a busy consumer's CPU); consumers log what matters themselves.
-    return KafkaBroker(bootstrap, client_id=client_id, acks="all", enable_idempotence=False, log_level=logging.DEBUG)
+    return KafkaBroker(
+        bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=False,
+        log_level=logging.DEBUG,
+        graceful_timeout=graceful_timeout,  # stop(): no new fetches, in-flight handlers get this long to finish
+    )

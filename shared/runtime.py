@@ -81,22 +81,32 @@ class Runtime:
         try:
             if self._resources is not None:
                 async with self._resources(app):
-                    yield
+                    try:
+                        yield
+                    finally:
+                        # Consumers first: in-flight handlers may still need the service's resources.
+                        await self._stop_consumers(consuming)
             else:
                 yield
         finally:
-            if consuming is not None:
-                consuming.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await consuming
-            if self.broker:
-                with contextlib.suppress(Exception):
-                    await self.broker.stop()
+            await self._stop_consumers(consuming)
             if self.relay:
                 await self.relay.stop()
             if self.engine:
                 await self.engine.dispose()
             log.info("service_stopped")
+
+    async def _stop_consumers(self, consuming: asyncio.Task[None] | None) -> None:
+        """Stop fetching; handlers in flight get ``shutdown_grace_seconds`` to finish and commit (idempotent)."""
+        if consuming is not None and not consuming.done():
+            consuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consuming
+        broker, self.broker = self.broker, None
+        if broker is not None:
+            log.info("consumers_stopping", grace_seconds=self.settings.shutdown_grace_seconds)
+            with contextlib.suppress(Exception):
+                await broker.stop()
 
     async def _consume(self) -> None:
         """Start the subscribers, retrying with backoff until the broker answers (a fresh broker per attempt)."""
@@ -104,7 +114,11 @@ class Runtime:
         assert self.sessions is not None, "a consuming process needs its schema"
         backoff = 0.5
         while True:
-            broker = make_broker(self.settings.kafka_bootstrap_servers, client_id=self.service)
+            broker = make_broker(
+                self.settings.kafka_bootstrap_servers,
+                client_id=self.service,
+                graceful_timeout=self.settings.shutdown_grace_seconds,
+            )
             self._subscribers(broker, self.sessions)
             try:
                 await broker.start()

@@ -62,6 +62,9 @@ class ServiceSettings(BaseSettings):
     webhook_allow_private_networks: bool | None = Field(
         None, validation_alias=_unprefixed("WEBHOOK_ALLOW_PRIVATE_NETWORKS")
     )
+    # SIGTERM: consumers stop fetching and get this long to finish in-flight work before it is abandoned safely
+    # (Kubernetes' terminationGracePeriodSeconds must be longer).
+    shutdown_grace_seconds: float = Field(25.0, ge=0, validation_alias=_unprefixed("SHUTDOWN_GRACE_SECONDS"))
     outbox_batch_size: int = Field(500, validation_alias=_unprefixed("OUTBOX_BATCH_SIZE"))
     outbox_poll_seconds: float = Field(1.0, validation_alias=_unprefixed("OUTBOX_POLL_SECONDS"))
 

@@ -58,6 +58,7 @@ class JobProcessor:
         self.sessions = sessions
         self.storage = storage
         self.registry = registry
+        self._running: asyncio.Task[object] | None = None
 
     # --- claim ---------------------------------------------------------------------------------------------------
     async def claim(self, render_id: str) -> Claim | None:
@@ -133,6 +134,7 @@ class JobProcessor:
         structlog.contextvars.bind_contextvars(render_id=render_id)
         started = time.monotonic()
         beat = asyncio.create_task(self._heartbeat(claim))
+        self._running = asyncio.current_task()
         try:
             output = await self._render_with_retries(claim)
             key = f"renders/{render_id}/output.png"
@@ -145,10 +147,41 @@ class JobProcessor:
         except Exception as exc:
             log.exception("render_crashed", render_id=render_id, error_type=type(exc).__name__)
             await self._settle_failure(claim, "RENDER_ERROR", "The renderer failed unexpectedly")
+        except asyncio.CancelledError:
+            # Shutdown past its grace: hand the render back at once (another worker redoes it), not as a failure.
+            await asyncio.shield(self._release(claim))
+            raise
         finally:
+            self._running = None
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
+
+    async def _release(self, claim: Claim) -> None:
+        """Give up a claim without failing the render: its lease ends now and this attempt does not count."""
+        try:
+            async with unit_of_work(self.sessions) as session:
+                released = await session.execute(
+                    update(Render)
+                    .where(col(Render.id) == claim.render_id, col(Render.claim_token) == claim.token)
+                    .values(
+                        heartbeat_at=datetime(1970, 1, 1, tzinfo=UTC),
+                        attempts=func.greatest(col(Render.attempts) - 1, 0),
+                    )
+                    .returning(col(Render.id))
+                )
+                if released.first() is not None:
+                    log.warning("render_released_on_shutdown", render_id=claim.render_id)
+        except Exception as exc:  # the lease then lapses on its own: slower, equally safe
+            log.warning("render_release_failed", render_id=claim.render_id, error=type(exc).__name__)
+
+    async def abandon_in_flight(self) -> None:
+        """SIGTERM past the grace period: stop the render in progress and release it (see ``_release``)."""
+        running = self._running
+        if running is not None and not running.done():
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running
 
     async def _render_with_retries(self, claim: Claim) -> bytes:
         render = claim.snapshot

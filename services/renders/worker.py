@@ -112,6 +112,9 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # The consumer has stopped fetching and waited ``shutdown_grace_seconds`` for the job in hand; a render
+            # still running now is released for another worker rather than left to its lease.
+            await processor.abandon_in_flight()
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog

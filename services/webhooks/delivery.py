@@ -246,7 +246,10 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if self._in_flight:
-            await asyncio.wait(list(self._in_flight.values()), timeout=self.settings.timeout_seconds + 1)
+            # Bounded by the shutdown grace: an attempt still running after it keeps its lease (no second send
+            # while it may still land) and is retried by another dispatcher once the lease ends.
+            grace = min(self.settings.timeout_seconds + 1, self.settings.shutdown_grace_seconds)
+            await asyncio.wait(list(self._in_flight.values()), timeout=grace)
         if self._recorder is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._results.join(), 10)

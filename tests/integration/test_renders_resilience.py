@@ -48,6 +48,7 @@ def fragile_stack(
             **gemini_env(fake_gemini_url),
             "MAX_UPLOAD_BYTES": str(1024 * 1024),
             "CREDITS_CONSUMER_GROUP": "credits",
+            "SHUTDOWN_GRACE_SECONDS": "5",
         }
         with running_stack(url, broker.bootstrap, redis_url, tmp_path_factory.mktemp("fragile"), extra) as stack:
             yield stack
@@ -114,6 +115,53 @@ async def test_worker_killed_mid_render_still_completes_once(
     records = await read_topic(broker.bootstrap, "render.events", expected=10**6, wait_seconds=3)
     types = [as_event(r).type for r in records if r.key == render_id.encode()]
     assert types.count("render.completed") == 1, types
+    assert (await balance(client, user.bearer))["balance"] == 5
+
+
+async def render_events(broker: EmbeddedKafka, render_id: str) -> list[str]:
+    records = await read_topic(broker.bootstrap, "render.events", expected=10**6, wait_seconds=3)
+    return [as_event(r).type for r in records if r.key == render_id.encode()]
+
+
+async def start_slow_render(client: httpx.AsyncClient, user: PluginUser, seconds: float) -> str:
+    response = await client.post(
+        "/api/plugins/renders", headers=user.bearer, json=submission(model=GEMINI_MODEL, prompt=f"SLOW_{seconds}")
+    )
+    render_id: str = response.json()["data"]["renderId"]
+
+    async def processing() -> bool:
+        data = (await client.get(f"/api/plugins/renders/{render_id}", headers=user.bearer)).json()["data"]
+        return bool(data["status"] == "processing")
+
+    await wait_until(processing, wait_seconds=30, interval=0.05)
+    return render_id
+
+
+@pytest.mark.parametrize(
+    ("render_seconds", "finished_by"),
+    [(2, "the terminated worker, within its grace"), (12, "another worker, after the first released it")],
+)
+async def test_worker_terminated_mid_render_loses_nothing_and_does_nothing_twice(
+    client: httpx.AsyncClient, fragile_stack: Stack, broker: EmbeddedKafka, render_seconds: int, finished_by: str
+) -> None:
+    """SIGTERM: the worker stops fetching, finishes the render in hand if it can within SHUTDOWN_GRACE_SECONDS (5),
+    else releases it; either way it exits, and the render completes once, charged once."""
+    user = await sign_up(client)
+    render_id = await start_slow_render(client, user, render_seconds)
+    victim = render_worker(fragile_stack)
+    victim.send_signal(signal.SIGTERM)
+    victim.wait(30)  # gone within the grace (plus start-up of nothing): psutil raises TimeoutExpired otherwise
+    final = await wait_final(client, render_id, user.bearer, wait_seconds=120)
+    assert final["status"] == "completed", (finished_by, final)
+
+    async def charged() -> bool:
+        return (await balance(client, user.bearer))["totalSpent"] == 5
+
+    await wait_until(charged, wait_seconds=30)
+    types = await render_events(broker, render_id)
+    assert types.count("render.processing") == 1, types
+    assert types.count("render.completed") == 1, types
+    assert "render.failed" not in types
     assert (await balance(client, user.bearer))["balance"] == 5
 
 

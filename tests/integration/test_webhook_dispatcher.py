@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
@@ -331,3 +331,27 @@ async def test_retention_deletes_only_finished_deliveries_past_the_retention(iso
     left = await rows(isolated_database_url, select(deliveries.c.id).order_by(deliveries.c.id))
     assert [r.id for r in left] == ["new", "old-pending"]
     assert len(await rows(isolated_database_url, select(attempts.c.id))) == 2
+
+
+async def test_terminated_dispatcher_finishes_in_flight_attempts_and_loses_nothing(harness: Harness) -> None:
+    """SIGTERM mid-batch: no new claims, the attempts in flight finish and are recorded, the process exits; a new
+    dispatcher delivers the rest. Every event arrives exactly once."""
+    hooks = Receiver()
+    hooks.script("/hook", then=Reply(200, delay=1.5))
+    with serve_in_thread(hooks.app) as base:
+        await register(harness.database_url, base + "/hook")
+        first, _ = harness.start_dispatcher(WEBHOOKS_ENDPOINT_CONCURRENCY="8", SHUTDOWN_GRACE_SECONDS="10")
+        event_ids = await publish_completed(harness.bootstrap, 40)
+        await hooks.wait_for("/hook", 8)  # a batch is in flight (each answer takes 1.5 s)
+        first.send_signal(signal.SIGTERM)
+        first.wait(30)  # uvicorn re-raises SIGTERM after its graceful shutdown: the exit status says "terminated"
+        assert "service_stopped" in harness.logs(), "the lifespan ran to its end"
+        in_flight_when_stopped = len(hooks.received("/hook"))
+        (recorded,) = await rows(harness.database_url, select(func.count()).select_from(attempts))
+        assert recorded[0] == in_flight_when_stopped, "every attempt sent before the exit was recorded"
+
+        harness.start_dispatcher(WEBHOOKS_ENDPOINT_CONCURRENCY="8")
+        await hooks.wait_for("/hook", 40, wait_seconds=60)
+        await asyncio.sleep(1)
+        ids = [r.headers["webhook-id"] for r in hooks.received("/hook")]
+        assert sorted(ids) == sorted(event_ids), "each event exactly once"
