@@ -27,6 +27,9 @@ class ServiceSettings(BaseSettings):
 
     app_env: AppEnv = Field("production", validation_alias=_unprefixed("APP_ENV"))
     log_level: str = Field("INFO", validation_alias=_unprefixed("LOG_LEVEL"))
+    # Where a service's HTTP server listens: loopback on a laptop, 0.0.0.0 in a pod (NetworkPolicies decide who may
+    # connect). The gateway has its own GATEWAY_HOST.
+    bind_host: str = Field("127.0.0.1", validation_alias=_unprefixed("BIND_HOST"))
     database_url: str = Field(
         "postgresql+asyncpg://postgres@127.0.0.1:55432/platform", validation_alias=_unprefixed("DATABASE_URL")
     )

@@ -132,4 +132,5 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
 
 
 if __name__ == "__main__":
-    serve(create_worker_app, port=Settings().worker_port)
+    settings = Settings()
+    serve(create_worker_app, port=settings.worker_port, host=settings.bind_host)

@@ -5,4 +5,5 @@ from services.webhooks.main import create_app
 from shared.serve import serve
 
 if __name__ == "__main__":
-    serve(create_app, port=Settings().port)
+    settings = Settings()
+    serve(create_app, port=settings.port, host=settings.bind_host)

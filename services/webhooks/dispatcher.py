@@ -47,4 +47,5 @@ def create_dispatcher_app(settings: Settings | None = None) -> FastAPI:
 
 
 if __name__ == "__main__":
-    serve(create_dispatcher_app, port=Settings().dispatcher_port)
+    settings = Settings()
+    serve(create_dispatcher_app, port=settings.dispatcher_port, host=settings.bind_host)
