@@ -20,8 +20,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from services.telemetry import metrics
 from services.telemetry.config import Settings
 from services.telemetry.ingest import PURGE_SQL, parse_records, store
+from services.telemetry.rollup import Typed
 from shared.db import plain_dsn
 from shared.events.topics import CONSUMER_GROUPS
+from shared.retry import until_done
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -99,21 +101,15 @@ class Ingestor:
     async def ingest(self, records: Sequence[ConsumerRecord]) -> int:
         """Store one batch, retrying while the database is away (the offsets are not committed meanwhile)."""
         events = parse_records(records)
-        backoff = 0.2
-        while True:
-            try:
-                pool = await self.pool()
-                async with pool.acquire() as conn, conn.transaction():
-                    fresh = await store(conn, events)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("telemetry_store_retry", error=f"{type(exc).__name__}: {exc}", retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5)
-        for event in fresh:
-            metrics.observe(event)
+
+        async def store_batch() -> list[Typed]:
+            pool = await self.pool()
+            async with pool.acquire() as conn, conn.transaction():
+                return await store(conn, events)
+
+        fresh = await until_done(store_batch, event="telemetry_store_retry")
+        for event, payload in fresh:
+            metrics.observe(event, payload)
             metrics.EVENTS_INGESTED.labels(event.type, "new").inc()
         if len(fresh) < len(events):
             metrics.EVENTS_INGESTED.labels("any", "duplicate").inc(len(events) - len(fresh))

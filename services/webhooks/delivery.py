@@ -41,6 +41,7 @@ from shared.db import plain_dsn
 from shared.events.envelope import CloudEvent
 from shared.events.topics import WEBHOOK_EVENTS
 from shared.outbox import outbox_values
+from shared.retry import until_done
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -383,18 +384,11 @@ class Dispatcher:
             batch = [await self._results.get()]
             while len(batch) < 1000 and not self._results.empty():
                 batch.append(self._results.get_nowait())
-            backoff = 0.2
-            while True:  # an outcome is never dropped: retry until the database takes it
-                try:
-                    pool = await self._connect()
-                    await self._record(pool, batch)
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("webhook_record_retry", error=f"{type(exc).__name__}: {exc}", retry_in=backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+
+            async def record(batch: list[Finished] = batch) -> None:
+                await self._record(await self._connect(), batch)
+
+            await until_done(record, event="webhook_record_retry")  # an outcome is never dropped
             for _ in batch:
                 self._results.task_done()
 
