@@ -15,6 +15,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Column, DateTime, MetaData, Table, Text, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -73,6 +74,25 @@ async def handle_once(
     return result
 
 
+Effect = Callable[[AsyncSession, CloudEvent], Awaitable[object]]
+P = TypeVar("P", bound=BaseModel)
+
+
+def with_payload(model: type[P], effect: Callable[[AsyncSession, CloudEvent, P], Awaitable[object]]) -> Effect:
+    """An effect that receives the event's data parsed as ``model``; a payload that does not parse is logged and
+    skipped (redelivering cannot fix it, and retrying it forever would stall the partition)."""
+
+    async def run(session: AsyncSession, event: CloudEvent) -> object:
+        try:
+            payload = model.model_validate(event.data)
+        except ValidationError as exc:
+            log.error("event_payload_invalid", errors=exc.errors(include_url=False, include_input=False))
+            return None
+        return await effect(session, event, payload)
+
+    return run
+
+
 def subscribe_idempotent(
     broker: KafkaBroker,
     topic: str,
@@ -80,7 +100,7 @@ def subscribe_idempotent(
     group: str,
     sessions: async_sessionmaker[AsyncSession],
     table: Table,
-    effect: Callable[[AsyncSession, CloudEvent], Awaitable[object]],
+    effect: Effect,
     event_types: frozenset[str] | None = None,
 ) -> None:
     """Subscribe ``effect`` to ``topic`` in consumer group ``group``, once per event id.

@@ -8,19 +8,15 @@ same render.
 
 from __future__ import annotations
 
-import structlog
 from faststream.kafka import KafkaBroker
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.credits import service
 from services.credits.models import processed_events
-from shared.consumer import subscribe_idempotent
+from shared.consumer import subscribe_idempotent, with_payload
 from shared.events.contracts import RenderEventV1
 from shared.events.envelope import CloudEvent
 from shared.events.topics import RENDER_EVENTS
-
-log = structlog.stdlib.get_logger(__name__)
 
 CONSUMER_GROUP = "credits"
 COMPLETED = "render.completed"
@@ -28,14 +24,8 @@ RELEASE_REASONS = {"render.failed": "Render failed", "render.canceled": "Render 
 SETTLING_EVENTS = frozenset({COMPLETED, *RELEASE_REASONS})
 
 
-async def settle(session: AsyncSession, event: CloudEvent) -> None:
-    """Capture or release the render's reservation; a payload that is not a render event is logged and skipped."""
-    try:
-        data = RenderEventV1.model_validate(event.data)
-    except ValidationError as exc:
-        # Redelivering cannot fix a malformed payload; retrying it forever would stall the partition.
-        log.error("render_event_invalid", errors=exc.errors(include_url=False, include_input=False))
-        return
+async def settle(session: AsyncSession, event: CloudEvent, data: RenderEventV1) -> None:
+    """Capture or release the render's reservation."""
     if event.type == COMPLETED:
         await service.capture(session, data.renderId)
     else:
@@ -50,6 +40,6 @@ def wire(broker: KafkaBroker, sessions: async_sessionmaker[AsyncSession], group:
         group=group,
         sessions=sessions,
         table=processed_events,
-        effect=settle,
+        effect=with_payload(RenderEventV1, settle),
         event_types=SETTLING_EVENTS,
     )

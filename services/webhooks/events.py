@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import structlog
 from faststream.kafka import KafkaBroker
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.webhooks import service
 from services.webhooks.models import RENDER_EVENT_TYPES, processed_events
-from shared.consumer import subscribe_idempotent
+from shared.consumer import subscribe_idempotent, with_payload
 from shared.events.contracts import RenderEventV1
 from shared.events.envelope import CloudEvent
 from shared.events.topics import RENDER_EVENTS
@@ -24,13 +23,7 @@ log = structlog.stdlib.get_logger(__name__)
 CONSUMER_GROUP = "webhooks"
 
 
-async def deliver_render_event(session: AsyncSession, event: CloudEvent) -> None:
-    try:
-        data = RenderEventV1.model_validate(event.data)
-    except ValidationError as exc:
-        # Redelivering cannot fix a malformed payload; retrying it forever would stall the partition.
-        log.error("render_event_invalid", errors=exc.errors(include_url=False, include_input=False))
-        return
+async def deliver_render_event(session: AsyncSession, event: CloudEvent, data: RenderEventV1) -> None:
     scheduled = await service.fan_out(session, event, data.userId, data.callbackUrl)
     if scheduled:
         log.info("webhook_deliveries_scheduled", render_id=data.renderId, deliveries=scheduled)
@@ -44,6 +37,6 @@ def wire(broker: KafkaBroker, sessions: async_sessionmaker[AsyncSession], group:
         group=group,
         sessions=sessions,
         table=processed_events,
-        effect=deliver_render_event,
+        effect=with_payload(RenderEventV1, deliver_render_event),
         event_types=frozenset(RENDER_EVENT_TYPES),
     )
