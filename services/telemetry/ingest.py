@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, DateTime, Integer, Table, Text
 
 from services.telemetry import metrics
 from services.telemetry.models import ROLLUPS
-from services.telemetry.rollup import Increments, aggregate
+from services.telemetry.rollup import Increments, Typed, aggregate, typed
 from shared.events.envelope import CloudEvent
 
 log = structlog.stdlib.get_logger(__name__)
@@ -70,8 +70,9 @@ def parse_records(records: Sequence[ConsumerRecord]) -> list[CloudEvent]:
     return list(events.values())
 
 
-async def store(conn: asyncpg.Connection, events: list[CloudEvent]) -> list[CloudEvent]:
-    """Record the events and add the new ones to the rollups, in the caller's transaction; returns the new ones."""
+async def store(conn: asyncpg.Connection, events: list[CloudEvent]) -> list[Typed]:
+    """Record the events and add the new ones to the rollups, in the caller's transaction; returns the new ones,
+    with their payloads parsed (once, for the rollups and the metrics)."""
     if not events:
         return []
     inserted = await conn.fetch(
@@ -82,7 +83,7 @@ async def store(conn: asyncpg.Connection, events: list[CloudEvent]) -> list[Clou
         [orjson.dumps(e.data).decode() for e in events],
     )
     new_ids = {row["event_id"] for row in inserted}
-    fresh = [e for e in events if e.id in new_ids]
+    fresh = [typed(e) for e in events if e.id in new_ids]
     await add_increments(conn, aggregate(fresh))
     return fresh
 

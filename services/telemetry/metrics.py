@@ -7,9 +7,14 @@ API errors by code, webhook health, credits) that only the event streams know, p
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import ValidationError
 
-from shared.events.contracts import GatewayRequestV1, RenderEventV1, WebhookDeliveryV1
+from shared.events.contracts import (
+    EventData,
+    GatewayRequestV1,
+    RenderEventV1,
+    WebhookDeliveryV1,
+    WebhookEndpointDisabledV1,
+)
 from shared.events.envelope import CloudEvent
 
 RENDERS = Counter("plugin_renders_total", "Render state changes", ["platform", "quality", "status"])
@@ -33,28 +38,22 @@ CONSUMER_LAG = Gauge("plugin_consumer_lag", "Records not yet consumed", ["group"
 EVENTS_INGESTED = Counter("plugin_telemetry_events_total", "Events ingested by telemetry", ["type", "outcome"])
 
 
-def observe(event: CloudEvent) -> None:
-    """Count one newly ingested event in the product metrics; malformed payloads are skipped (counted elsewhere)."""
-    try:
-        if event.type == "gateway.request":
-            request = GatewayRequestV1.model_validate(event.data)
-            API_REQUESTS.labels(request.platform, f"{request.status // 100}xx").inc()
-            if request.status >= 400:
-                API_ERRORS.labels(request.platform, request.errorCode or str(request.status)).inc()
-        elif event.type.startswith("render."):
-            render = RenderEventV1.model_validate(event.data)
-            RENDERS.labels(render.platform, render.quality or "unknown", render.status).inc()
-            if event.type == "render.completed":
-                if render.processingTime is not None:
-                    RENDER_DURATION.labels(render.platform).observe(render.processingTime)
-                if render.creditsUsed:
-                    CREDITS_USED.labels(render.platform).inc(render.creditsUsed)
-        elif event.type.startswith("webhook.delivery."):
-            delivery = WebhookDeliveryV1.model_validate(event.data)
-            WEBHOOK_DELIVERIES.labels(event.type.rsplit(".", 1)[1]).inc()
-            if delivery.latencyMs is not None:
-                WEBHOOK_LATENCY.observe(delivery.latencyMs / 1000)
-        elif event.type == "webhook.endpoint.disabled":
-            WEBHOOK_ENDPOINTS_DISABLED.inc()
-    except ValidationError:
-        return
+def observe(event: CloudEvent, payload: EventData | None) -> None:
+    """Count one newly ingested event (its payload parsed once, by ``rollup.typed``) in the product metrics."""
+    if isinstance(payload, GatewayRequestV1):
+        API_REQUESTS.labels(payload.platform, f"{payload.status // 100}xx").inc()
+        if payload.status >= 400:
+            API_ERRORS.labels(payload.platform, payload.errorCode or str(payload.status)).inc()
+    elif isinstance(payload, RenderEventV1):
+        RENDERS.labels(payload.platform, payload.quality or "unknown", payload.status).inc()
+        if event.type == "render.completed":
+            if payload.processingTime is not None:
+                RENDER_DURATION.labels(payload.platform).observe(payload.processingTime)
+            if payload.creditsUsed:
+                CREDITS_USED.labels(payload.platform).inc(payload.creditsUsed)
+    elif isinstance(payload, WebhookDeliveryV1):
+        WEBHOOK_DELIVERIES.labels(event.type.rsplit(".", 1)[1]).inc()
+        if payload.latencyMs is not None:
+            WEBHOOK_LATENCY.observe(payload.latencyMs / 1000)
+    elif isinstance(payload, WebhookEndpointDisabledV1):
+        WEBHOOK_ENDPOINTS_DISABLED.inc()

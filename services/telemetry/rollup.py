@@ -14,7 +14,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.telemetry.histogram import bucket_of
-from shared.events.contracts import GatewayRequestV1, RenderEventV1, WebhookDeliveryV1
+from shared.events.contracts import (
+    EventData,
+    GatewayRequestV1,
+    RenderEventV1,
+    WebhookDeliveryV1,
+    WebhookEndpointDisabledV1,
+    parse_data,
+)
 from shared.events.envelope import CloudEvent
 
 NO_VERSION = ""
@@ -49,32 +56,40 @@ def minute_of(moment: datetime) -> datetime:
     return utc.replace(second=0, microsecond=0)
 
 
-def add_event(increments: Increments, event: CloudEvent) -> None:
-    """Fold one event into ``increments``; malformed or unknown events are counted as ignored."""
+Typed = tuple[CloudEvent, EventData | None]
+"""An event and its payload parsed once (``None``: a type telemetry does not know, or a payload that does not
+parse); the rollups and the Prometheus metrics both read it."""
+
+
+def typed(event: CloudEvent) -> Typed:
     try:
-        if event.type == "gateway.request":
-            _request(increments, event)
-        elif event.type.startswith("render.") and event.type.removeprefix("render.") in RENDER_STATUSES:
-            _render(increments, event)
-        elif event.type in ("webhook.delivery.succeeded", "webhook.delivery.failed"):
-            _delivery(increments, event)
-        elif event.type == "webhook.endpoint.disabled":
-            increments.webhooks[(minute_of(event.time), "disabled")] += 1
-        else:
-            increments.ignored += 1
+        return event, parse_data(event.type, event.data)
     except ValidationError:
+        return event, None
+
+
+def add_event(increments: Increments, event: CloudEvent, payload: EventData | None) -> None:
+    """Fold one event into ``increments``; malformed or unknown events are counted as ignored."""
+    if isinstance(payload, GatewayRequestV1):
+        _request(increments, event, payload)
+    elif isinstance(payload, RenderEventV1) and event.type.removeprefix("render.") in RENDER_STATUSES:
+        _render(increments, event, payload)
+    elif isinstance(payload, WebhookDeliveryV1):
+        _delivery(increments, event, payload)
+    elif isinstance(payload, WebhookEndpointDisabledV1):
+        increments.webhooks[(minute_of(event.time), "disabled")] += 1
+    else:
         increments.ignored += 1
 
 
-def aggregate(events: list[CloudEvent]) -> Increments:
+def aggregate(events: list[Typed]) -> Increments:
     increments = Increments()
-    for event in events:
-        add_event(increments, event)
+    for event, payload in events:
+        add_event(increments, event, payload)
     return increments
 
 
-def _request(increments: Increments, event: CloudEvent) -> None:
-    data = GatewayRequestV1.model_validate(event.data)
+def _request(increments: Increments, event: CloudEvent, data: GatewayRequestV1) -> None:
     minute = minute_of(event.time)
     version = data.pluginVersion or NO_VERSION
     key = (minute, data.platform, version, data.method, data.route, data.status, data.errorCode or "")
@@ -84,8 +99,7 @@ def _request(increments: Increments, event: CloudEvent) -> None:
         increments.active.add((minute, data.platform, version, data.userId))
 
 
-def _render(increments: Increments, event: CloudEvent) -> None:
-    data = RenderEventV1.model_validate(event.data)
+def _render(increments: Increments, event: CloudEvent, data: RenderEventV1) -> None:
     minute = minute_of(event.time)
     version = data.pluginVersion or NO_VERSION
     status = event.type.removeprefix("render.")
@@ -102,8 +116,7 @@ def _render(increments: Increments, event: CloudEvent) -> None:
         increments.latency[(minute, RENDER_TIME, data.platform, version, bucket)] += 1
 
 
-def _delivery(increments: Increments, event: CloudEvent) -> None:
-    data = WebhookDeliveryV1.model_validate(event.data)
+def _delivery(increments: Increments, event: CloudEvent, data: WebhookDeliveryV1) -> None:
     minute = minute_of(event.time)
     outcome = "succeeded" if event.type.endswith("succeeded") else "failed"
     increments.webhooks[(minute, outcome)] += 1
