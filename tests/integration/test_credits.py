@@ -255,7 +255,9 @@ async def test_render_events_capture_or_release_each_reservation_once(
         return expected <= await processed_ids(db)
 
     await wait_until(all_consumed, wait_seconds=60)
-    assert await processed_ids(db) == expected, "render.processing is not a type credits consumes"
+    # Equality within this test's events: the topic may also carry the session stack's render events.
+    mine = {e.id for e in (progress, done, fail, cancel, no_reservation, *sentinels)}
+    assert await processed_ids(db) & mine == expected, "render.processing is not a type credits consumes"
     assert await ledger_rows(db, completed) == [("reserve", 10, -10), ("capture", 10, 0)]
     assert await ledger_rows(db, failed) == [("reserve", 10, -10), ("release", 10, 10)]
     assert await ledger_rows(db, canceled) == [("reserve", 10, -10), ("release", 10, 10)]
