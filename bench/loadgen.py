@@ -278,6 +278,21 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+def latency_figures(samples: Sequence[float]) -> dict[str, Any]:
+    """Count, p50/p90/p99, max and mean (ms) of latencies in seconds."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {"count": 0}
+    return {
+        "count": len(ordered),
+        "p50_ms": ms(percentile(ordered, 50)),
+        "p90_ms": ms(percentile(ordered, 90)),
+        "p99_ms": ms(percentile(ordered, 99)),
+        "max_ms": ms(ordered[-1]),
+        "mean_ms": ms(statistics.fmean(ordered)),
+    }
+
+
 def round_figures(phase: PhaseResult) -> dict[str, Any]:
     ordered = sorted(phase.latencies)
     return {

@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,8 @@ import typer
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.loadgen import ms, percentile, run_metadata, write_json
-from bench.stack import RESULTS_DIR
+from bench.loadgen import latency_figures, run_metadata, write_json
+from bench.stack import RESULTS_DIR, create_database
 from shared import outbox
 from shared.engines import EmbeddedKafka, EmbeddedPostgres, free_port
 from shared.events.envelope import CloudEvent
@@ -146,7 +147,8 @@ async def _relay_main(conn: multiprocessing.connection.Connection, options: dict
     await relay.stop()
 
 
-def relay_process(options: dict[str, Any]) -> Any:
+@contextlib.contextmanager
+def relay_process(options: dict[str, Any]) -> Iterator[multiprocessing.connection.Connection]:
     """The relay child, always stopped (politely, then terminated) on exit."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
@@ -342,18 +344,12 @@ async def wait_arrivals(run: Run, limit_seconds: float) -> None:
 
 
 def figures(samples: list[float]) -> dict[str, Any]:
-    ordered = sorted(samples)
-    if not ordered:
+    if not samples:
         return {"count": 0}
     return {
-        "count": len(ordered),
-        "p50_ms": ms(percentile(ordered, 50)),
-        "p90_ms": ms(percentile(ordered, 90)),
-        "p99_ms": ms(percentile(ordered, 99)),
-        "max_ms": ms(ordered[-1]),
-        "mean_ms": ms(statistics.fmean(ordered)),
-        "over_50ms": sum(1 for x in ordered if x > 0.05),
-        "over_500ms": sum(1 for x in ordered if x > 0.5),
+        **latency_figures(samples),
+        "over_50ms": sum(1 for x in samples if x > 0.05),
+        "over_500ms": sum(1 for x in samples if x > 0.5),
     }
 
 
@@ -393,17 +389,6 @@ def summarize_run(run: Run, relay: dict[str, Any], mode: str) -> dict[str, Any]:
 
 
 # --- orchestration ----------------------------------------------------------------------------------------------
-
-
-async def prepare_database(admin_url: str) -> str:
-    from shared.db import plain_dsn
-
-    conn = await asyncpg.connect(plain_dsn(admin_url))
-    try:
-        await conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        await conn.close()
-    return admin_url.rsplit("/", 1)[0] + f"/{DATABASE}"
 
 
 async def measure(database_url: str, bootstrap: str, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -514,7 +499,7 @@ def main(
             from shared.migrations import upgrade
 
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                database_url = runner.run(prepare_database(postgres.url))
+                database_url = runner.run(create_database(postgres.url, DATABASE))
                 upgrade(database_url, services=(SCHEMA,))
                 runner.run(ensure_topics(kafka.bootstrap, PARTITIONS, topics=[TOPIC]))
                 print(f"engines up after {time.monotonic() - started:.1f}s; relay defaults {relay_defaults()}")

@@ -31,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import psutil
 
 from bench.loadgen import proc_cpu_seconds
 from shared.apikeys import SCOPES
+from shared.db import plain_dsn
 from shared.devstack.processes import ALL_PORT_VARIABLES
 from shared.devstack.supervisor import DATABASE_NAME
 from shared.engines import die_with_parent, free_port, stop_process, wait_for_port
@@ -521,3 +523,13 @@ def environment_report(platform: Platform) -> dict[str, Any]:
         "start_seconds": platform.start_seconds,
         "teardown": platform.teardown,
     }
+
+
+async def create_database(server_url: str, name: str) -> str:
+    """A new database on ``server_url``'s server (a bench's own, so it never touches another's data); its URL."""
+    conn = await asyncpg.connect(plain_dsn(server_url))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"

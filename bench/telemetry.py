@@ -36,7 +36,7 @@ import typer
 import uvloop
 
 from bench.loadgen import run_metadata, write_json
-from bench.stack import RESULTS_DIR
+from bench.stack import RESULTS_DIR, create_database
 from services.telemetry import service
 from services.telemetry.config import Settings
 from services.telemetry.events import Ingestor
@@ -275,14 +275,9 @@ async def measure_summary(database_url: str, repeats: int) -> dict[str, Any]:
 
 
 async def prepare_database(server_url: str) -> str:
+    """A database of its own on an external server; the embedded one is the bench's alone already."""
     if os.environ.get("DATABASE_URL"):
-        name = f"telemetry_bench_{uuid.uuid4().hex[:8]}"
-        conn = await asyncpg.connect(plain_dsn(server_url))
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        return server_url.rsplit("/", 1)[0] + f"/{name}"
+        return await create_database(server_url, f"telemetry_bench_{uuid.uuid4().hex[:8]}")
     return server_url
 
 

@@ -50,7 +50,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,13 +70,14 @@ import psutil
 import typer
 import uvloop
 
-from bench.loadgen import ms, percentile, run_metadata, write_json
+from bench.loadgen import latency_figures, ms, percentile, run_metadata, write_json
 from bench.stack import (
     DROPPED_NAMES,
     DROPPED_PREFIXES,
     REPO_ROOT,
     RESULTS_DIR,
     cpu_delta,
+    create_database,
     machine_busy_seconds,
     process_cpu_seconds,
 )
@@ -935,12 +935,12 @@ async def latency_phase(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
         "receiver_requests": seen["requests"],
         "duplicates": seen["duplicates"],
         "delivery_rows": len(rows),
-        "publish_to_received": figures(latencies),
+        "publish_to_received": latency_figures(latencies),
         "split": {
-            "publish_to_row_created": figures(to_row),
-            "row_created_to_received": figures(row_to_arrival),
-            "received_to_recorded": figures(arrival_to_recorded),
-            "publish_to_kafka_ack": figures(ack),
+            "publish_to_row_created": latency_figures(to_row),
+            "row_created_to_received": latency_figures(row_to_arrival),
+            "received_to_recorded": latency_figures(arrival_to_recorded),
+            "publish_to_kafka_ack": latency_figures(ack),
         },
         "idle_cpu_per_s": idle,
         "cpu": cpu,
@@ -967,31 +967,7 @@ async def latency_phase(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def figures(samples: list[float]) -> dict[str, Any]:
-    ordered = sorted(samples)
-    if not ordered:
-        return {"count": 0}
-    return {
-        "count": len(ordered),
-        "p50_ms": ms(percentile(ordered, 50)),
-        "p90_ms": ms(percentile(ordered, 90)),
-        "p99_ms": ms(percentile(ordered, 99)),
-        "max_ms": ms(ordered[-1]),
-        "mean_ms": ms(statistics.fmean(ordered)),
-    }
-
-
 # --- orchestration ----------------------------------------------------------------------------------------------
-
-
-async def create_database(admin_url: str) -> str:
-    name = f"webhook_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(plain_dsn(admin_url))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 async def drop_database(admin_url: str, database_url: str) -> None:
@@ -1108,7 +1084,7 @@ def main(
             admin_url = external_db or (postgres.url if postgres is not None else "")
             bootstrap = external_kafka or (kafka.bootstrap if kafka is not None else "")
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                database_url = runner.run(create_database(admin_url))
+                database_url = runner.run(create_database(admin_url, f"webhook_bench_{uuid.uuid4().hex[:8]}"))
                 try:
                     upgrade(database_url, services=("webhooks",))
                     say(f"engines up and migrated after {time.monotonic() - started:.1f}s")
