@@ -79,10 +79,6 @@ class RequestEventsPublisher:
         if len(self._queue) >= self.batch:
             self._wake.set()
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
     async def run(self, linger_seconds: float = 0.2) -> None:
         backoff = 0.5
         while True:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -45,9 +44,6 @@ class Increments:
     webhooks: Counter[tuple[datetime, str]] = field(default_factory=Counter)
     active: set[tuple[datetime, str, str, str]] = field(default_factory=set)
     ignored: int = 0
-
-    def is_empty(self) -> bool:
-        return not (self.renders or self.requests or self.latency or self.webhooks or self.active)
 
 
 def minute_of(moment: datetime) -> datetime:
@@ -122,15 +118,3 @@ def _delivery(increments: Increments, event: CloudEvent, data: WebhookDeliveryV1
     increments.webhooks[(minute, outcome)] += 1
     if outcome == "succeeded" and data.latencyMs is not None:
         increments.latency[(minute, WEBHOOK_LATENCY, data.target, "", bucket_of(data.latencyMs))] += 1
-
-
-def describe(increments: Increments) -> dict[str, Any]:
-    """Sizes, for logs."""
-    return {
-        "renders": len(increments.renders),
-        "requests": len(increments.requests),
-        "latency": len(increments.latency),
-        "webhooks": len(increments.webhooks),
-        "active": len(increments.active),
-        "ignored": increments.ignored,
-    }

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.telemetry.histogram import percentile
 from services.telemetry.models import ROLLUPS
-from services.telemetry.rollup import NO_VERSION, QUEUE_WAIT, RENDER_STATUSES, RENDER_TIME, ROUTE_LATENCY
+from services.telemetry.rollup import QUEUE_WAIT, RENDER_STATUSES, RENDER_TIME, ROUTE_LATENCY
 
 Buckets = list[tuple[int, int]]
 STEPS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
@@ -286,6 +286,3 @@ def _truncate(moment: datetime, step: str) -> datetime:
     if step == "day":
         moment = moment.replace(hour=0)
     return moment
-
-
-__all__ = ["NO_VERSION", "STEPS", "summary", "timeseries"]

@@ -264,13 +264,6 @@ class Dispatcher:
         if self._pool is not None:
             await self._pool.close()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
     async def _connect(self) -> asyncpg.Pool:
         dsn = plain_dsn(self.settings.database_url)
         if self._pool is None:
