@@ -7,27 +7,21 @@ renders reserves at create); the gateway never routes ``/internal``, and a user 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel
 
 from services.credits import service
 from services.credits.deps import PrincipalDep, SessionDep
 from services.credits.errors import AuthRequiredError
 from services.credits.models import Credits, GrantRequest, Reservation, ReservationRequest, TransactionsPage
 from shared.identity import Identity, require_service_identity
-from shared.responses import JsonResponse
+from shared.responses import JsonResponse, ok
 
 public_router = APIRouter(prefix="/api/plugins/credits")
 internal_router = APIRouter(prefix="/internal/credits", dependencies=[Depends(require_service_identity)])
 
 UserIdPath = Annotated[str, Path(min_length=1, max_length=200)]
-
-
-def _ok(data: BaseModel, status_code: int = 200) -> JsonResponse:
-    body: dict[str, Any] = {"success": True, "data": data.model_dump(mode="json", by_alias=True)}
-    return JsonResponse(body, status_code=status_code)
 
 
 def _user_of(identity: Identity) -> str:
@@ -38,7 +32,7 @@ def _user_of(identity: Identity) -> str:
 
 @public_router.get("", response_model=Credits)
 async def my_credits(identity: PrincipalDep, session: SessionDep) -> JsonResponse:
-    return _ok(await service.summary(session, _user_of(identity)))
+    return ok(await service.summary(session, _user_of(identity)))
 
 
 @public_router.get("/transactions", response_model=TransactionsPage)
@@ -48,22 +42,22 @@ async def my_transactions(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JsonResponse:
-    return _ok(await service.transactions(session, _user_of(identity), limit, cursor))
+    return ok(await service.transactions(session, _user_of(identity), limit, cursor))
 
 
 @internal_router.post("/{user_id}/grants", status_code=201, response_model=Credits)
 async def grant(user_id: UserIdPath, body: GrantRequest, session: SessionDep) -> JsonResponse:
-    return _ok(await service.grant(session, user_id, body.credits, body.reference, body.reason), 201)
+    return ok(await service.grant(session, user_id, body.credits, body.reference, body.reason), 201)
 
 
 @internal_router.post("/{user_id}/reservations", status_code=201, response_model=Reservation)
 async def reserve(user_id: UserIdPath, body: ReservationRequest, session: SessionDep) -> JsonResponse:
-    return _ok(await service.reserve(session, user_id, body.render_id, body.credits), 201)
+    return ok(await service.reserve(session, user_id, body.render_id, body.credits), 201)
 
 
 @internal_router.get("/{user_id}", response_model=Credits)
 async def credits_of(user_id: UserIdPath, session: SessionDep) -> JsonResponse:
-    return _ok(await service.summary(session, user_id))
+    return ok(await service.summary(session, user_id))
 
 
 routers = [public_router, internal_router]

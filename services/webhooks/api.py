@@ -6,10 +6,9 @@ Public routes (``/api/plugins/webhooks``) arrive through the gateway, which has 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel
 
 from services.webhooks import service
 from services.webhooks.config import Settings
@@ -22,20 +21,11 @@ from services.webhooks.models import (
     RegisterWebhookRequest,
     WebhookView,
 )
-from shared.responses import JsonResponse
+from shared.responses import JsonResponse, ok
 
 router = APIRouter(prefix="/api/plugins/webhooks")
 
 IdPath = Annotated[str, Path(min_length=1, max_length=100)]
-
-
-def _ok(data: BaseModel | list[Any], status_code: int = 200) -> JsonResponse:
-    dumped = (
-        [d.model_dump(mode="json", by_alias=True) for d in data]
-        if isinstance(data, list)
-        else data.model_dump(mode="json", by_alias=True)
-    )
-    return JsonResponse({"success": True, "data": dumped}, status_code=status_code)
 
 
 def _settings(request: Request) -> Settings:
@@ -55,17 +45,17 @@ async def register(
         allow_private=settings.allow_private_networks,
         max_endpoints=settings.max_endpoints_per_user,
     )
-    return _ok(created, 201)
+    return ok(created, 201)
 
 
 @router.get("", response_model=list[WebhookView])
 async def list_webhooks(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
-    return _ok(await service.list_webhooks(session, user_id))
+    return ok(await service.list_webhooks(session, user_id))
 
 
 @router.get("/callback-secret", response_model=CallbackSecret)
 async def callback_secret(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
-    return _ok(CallbackSecret(secret=await service.callback_secret(session, user_id)))
+    return ok(CallbackSecret(secret=await service.callback_secret(session, user_id)))
 
 
 @router.delete("/{webhook_id}")
@@ -77,12 +67,12 @@ async def delete(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) ->
 @router.post("/{webhook_id}/test", status_code=202, response_model=DeliveryRef)
 async def send_test(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     delivery_id = await service.send_test(session, user_id, webhook_id)
-    return _ok(DeliveryRef(delivery_id=delivery_id), 202)
+    return ok(DeliveryRef(delivery_id=delivery_id), 202)
 
 
 @router.post("/{webhook_id}/enable", response_model=WebhookView)
 async def enable(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
-    return _ok(await service.enable(session, user_id, webhook_id))
+    return ok(await service.enable(session, user_id, webhook_id))
 
 
 @router.get("/{webhook_id}/deliveries", response_model=DeliveriesPage)
@@ -93,10 +83,10 @@ async def deliveries(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JsonResponse:
-    return _ok(await service.list_deliveries(session, user_id, webhook_id, limit, cursor))
+    return ok(await service.list_deliveries(session, user_id, webhook_id, limit, cursor))
 
 
 @router.post("/{webhook_id}/deliveries/{delivery_id}/resend", status_code=202, response_model=DeliveryRef)
 async def resend(webhook_id: IdPath, delivery_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     await service.resend(session, user_id, webhook_id, delivery_id)
-    return _ok(DeliveryRef(delivery_id=delivery_id), 202)
+    return ok(DeliveryRef(delivery_id=delivery_id), 202)
