@@ -110,3 +110,12 @@ async def require_user(request: Request) -> Identity:
 
 
 UserIdentityDep = Annotated[Identity, Depends(require_user)]
+
+
+async def require_user_id(identity: UserIdentityDep) -> str:
+    """The caller's user id (``require_user`` has already refused callers without one)."""
+    assert identity.user_id is not None
+    return identity.user_id
+
+
+UserIdDep = Annotated[str, Depends(require_user_id)]

@@ -12,10 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from services.credits import service
-from services.credits.deps import PrincipalDep, SessionDep
-from services.credits.errors import AuthRequiredError
+from services.credits.deps import SessionDep
 from services.credits.models import Credits, GrantRequest, Reservation, ReservationRequest, TransactionsPage
-from shared.identity import Identity, require_service_identity
+from shared.identity import UserIdDep, require_service_identity
 from shared.responses import JsonResponse, ok
 
 public_router = APIRouter(prefix="/api/plugins/credits")
@@ -24,25 +23,19 @@ internal_router = APIRouter(prefix="/internal/credits", dependencies=[Depends(re
 UserIdPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 
-def _user_of(identity: Identity) -> str:
-    if identity.user_id is None:
-        raise AuthRequiredError("Authentication required")
-    return identity.user_id
-
-
 @public_router.get("", response_model=Credits)
-async def my_credits(identity: PrincipalDep, session: SessionDep) -> JsonResponse:
-    return ok(await service.summary(session, _user_of(identity)))
+async def my_credits(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
+    return ok(await service.summary(session, user_id))
 
 
 @public_router.get("/transactions", response_model=TransactionsPage)
 async def my_transactions(
-    identity: PrincipalDep,
+    user_id: UserIdDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JsonResponse:
-    return ok(await service.transactions(session, _user_of(identity), limit, cursor))
+    return ok(await service.transactions(session, user_id, limit, cursor))
 
 
 @internal_router.post("/{user_id}/grants", status_code=201, response_model=Credits)
