@@ -2,16 +2,68 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.responses import JsonResponse
 
 log = structlog.stdlib.get_logger(__name__)
+
+ErrorCode = Literal[
+    "AUTH_REQUIRED",
+    "INVALID_TOKEN",
+    "TOKEN_EXPIRED",
+    "INVALID_API_KEY",
+    "API_KEY_EXPIRED",
+    "API_KEY_REVOKED",
+    "INVALID_CREDENTIALS",
+    "REFRESH_FAILED",
+    "INSUFFICIENT_PERMISSIONS",
+    "MISSING_REQUIRED_FIELD",
+    "INVALID_INPUT",
+    "INVALID_IMAGE",
+    "MODEL_UNAVAILABLE",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "IDEMPOTENCY_CONFLICT",
+    "INVALID_STATE",
+    "INSUFFICIENT_CREDITS",
+    "PAYLOAD_TOO_LARGE",
+    "RATE_LIMIT_EXCEEDED",
+    "SERVICE_UNAVAILABLE",
+    "INTERNAL_ERROR",
+]
+
+
+class ErrorResponse(BaseModel):
+    """The contract's error envelope; some codes add fields next to ``details`` (402: requiredCredits, ...)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": False,
+                    "error": "email is required",
+                    "errorCode": "MISSING_REQUIRED_FIELD",
+                    "details": {"field": "email"},
+                }
+            ]
+        },
+    )
+
+    success: Literal[False] = False
+    error: str = Field(description="A human-readable message; never a stack trace.")
+    errorCode: ErrorCode = Field(description="Stable machine-readable code; branch on this, not on `error`.")
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="`field`/`reason` for 400s, `requiredScope` for 403s."
+    )
 
 
 class DomainError(Exception):
@@ -59,6 +111,24 @@ class ServiceUnavailableError(DomainError):
 class PayloadTooLargeError(DomainError):
     status_code = 413
     error_code = "PAYLOAD_TOO_LARGE"
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Invalid input: `MISSING_REQUIRED_FIELD`, `INVALID_INPUT`, `INVALID_IMAGE` or `MODEL_UNAVAILABLE`",
+    401: "No, bad or expired credentials",
+    402: "Not enough credits (`INSUFFICIENT_CREDITS`, with `requiredCredits` and `availableCredits`)",
+    403: "The credentials lack a scope (`INSUFFICIENT_PERMISSIONS`, `details.requiredScope`) or the caller's role",
+    404: "No such object, or another account's (`NOT_FOUND`)",
+    409: "Conflicts with the current state: `ALREADY_EXISTS`, `IDEMPOTENCY_CONFLICT` or `INVALID_STATE`",
+    413: "The body is over the upload limit (`PAYLOAD_TOO_LARGE`)",
+    429: "Rate limited (`RATE_LIMIT_EXCEEDED`); `Retry-After` says when to try again",
+    503: "A dependency is unavailable (`SERVICE_UNAVAILABLE`); safe to retry after `Retry-After` if given",
+}
+
+
+def documented_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's own refusals for its OpenAPI ``responses`` (the gateway adds the ones every route shares)."""
+    return {status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}
 
 
 def error_body(message: str, code: str, details: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -125,10 +195,17 @@ async def _http_error(_: Request, exc: Exception) -> JsonResponse:
 BAD_TEXT_SQLSTATES = frozenset({"22021", "22P05"})  # character_not_in_repertoire, untranslatable_character
 
 
-def _is_bad_text(exc: Exception) -> bool:
-    """PostgreSQL refusing a string (e.g. a NUL character) is the caller's input, not our failure."""
-    orig = getattr(exc, "orig", None)
-    return getattr(orig, "sqlstate", None) in BAD_TEXT_SQLSTATES or getattr(exc, "sqlstate", None) in BAD_TEXT_SQLSTATES
+def _is_bad_text(exc: BaseException) -> bool:
+    """PostgreSQL refusing a string (e.g. a NUL character) is the caller's input, not our failure. The driver's
+    error can sit a few links down (SQLAlchemy's ``orig``, then the adapter's ``__cause__``)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if getattr(seen, "sqlstate", None) in BAD_TEXT_SQLSTATES:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JsonResponse:
@@ -147,4 +224,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Database errors get their own handler: Starlette re-raises whatever reaches the catch-all after answering,
+    # and uvicorn then closes the connection under the answer, which the gateway sees as a broken upstream.
+    app.add_exception_handler(DBAPIError, _unexpected_error)
     app.add_exception_handler(Exception, _unexpected_error)

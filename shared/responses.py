@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel
 from starlette.responses import Response
+
+T = TypeVar("T")
+
+
+class Envelope(BaseModel, Generic[T]):
+    """The contract's success envelope, declared as a route's ``response_model`` so the public spec shows it."""
+
+    success: Literal[True] = True
+    data: T
+
+
+class Message(BaseModel):
+    """What a delete answers: ``{success, message}``."""
+
+    success: Literal[True] = True
+    message: str
+
+
+class Success(BaseModel):
+    """A bare acknowledgement: ``{success: true}``."""
+
+    success: Literal[True] = True
 
 
 class JsonResponse(Response):

@@ -11,16 +11,21 @@ from services.auth.deps import ContextDep, ServiceIdentityDep, SessionDep, UserI
 from services.auth.errors import BearerRequiredError
 from services.auth.models import (
     AuthResponse,
+    CreatedKeyOut,
     CreateKeyRequest,
+    Jwks,
+    KeyOut,
     KeyUsageReport,
+    MeResponse,
     RefreshRequest,
     SigninRequest,
     SignupRequest,
     TokenPair,
     VerifyKeyRequest,
 )
+from shared.errors import documented_errors
 from shared.identity import Identity, require_identity
-from shared.responses import JsonResponse
+from shared.responses import Envelope, JsonResponse, Message, Success
 
 public = APIRouter(dependencies=[Depends(require_identity)])
 internal = APIRouter()
@@ -31,7 +36,7 @@ def _bearer_only(identity: Identity) -> None:
         raise BearerRequiredError()
 
 
-@public.post("/api/plugins/auth/signup", status_code=201, response_model=AuthResponse)
+@public.post("/api/plugins/auth/signup", status_code=201, response_model=AuthResponse, responses=documented_errors(409))
 async def signup(body: SignupRequest, session: SessionDep, ctx: ContextDep) -> AuthResponse:
     return await service.signup(session, ctx, body)
 
@@ -46,20 +51,20 @@ async def refresh(body: RefreshRequest, session: SessionDep, ctx: ContextDep) ->
     return await service.refresh(session, ctx, body.refresh_token)
 
 
-@public.post("/api/plugins/auth/signout")
+@public.post("/api/plugins/auth/signout", response_model=Success)
 async def signout(body: RefreshRequest, session: SessionDep) -> JsonResponse:
     await service.signout(session, body.refresh_token)
     return JsonResponse({"success": True})
 
 
-@public.get("/api/plugins/auth/me")
+@public.get("/api/plugins/auth/me", response_model=MeResponse)
 async def me(identity: UserIdentityDep, session: SessionDep, ctx: ContextDep) -> JsonResponse:
     assert identity.user_id is not None
     user = await service.me(session, ctx, identity.user_id)
     return JsonResponse({"success": True, "user": user.model_dump(mode="json")})
 
 
-@public.post("/api/plugins/keys", status_code=201)
+@public.post("/api/plugins/keys", status_code=201, response_model=Envelope[CreatedKeyOut])
 async def create_key(body: CreateKeyRequest, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     _bearer_only(identity)
     assert identity.user_id is not None
@@ -67,7 +72,7 @@ async def create_key(body: CreateKeyRequest, identity: UserIdentityDep, session:
     return JsonResponse({"success": True, "data": created.model_dump(mode="json")}, status_code=201)
 
 
-@public.get("/api/plugins/keys")
+@public.get("/api/plugins/keys", response_model=Envelope[list[KeyOut]])
 async def list_keys(identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     _bearer_only(identity)
     assert identity.user_id is not None
@@ -75,7 +80,7 @@ async def list_keys(identity: UserIdentityDep, session: SessionDep) -> JsonRespo
     return JsonResponse({"success": True, "data": [k.model_dump(mode="json") for k in keys]})
 
 
-@public.delete("/api/plugins/keys/{key_id}")
+@public.delete("/api/plugins/keys/{key_id}", response_model=Message)
 async def revoke_key(key_id: str, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     _bearer_only(identity)
     assert identity.user_id is not None
@@ -83,7 +88,7 @@ async def revoke_key(key_id: str, identity: UserIdentityDep, session: SessionDep
     return JsonResponse({"success": True, "message": "API key revoked"})
 
 
-@internal.get("/.well-known/jwks.json")
+@internal.get("/.well-known/jwks.json", response_model=Jwks)
 async def jwks(ctx: ContextDep) -> JsonResponse:
     """Public keys only; reachable by the gateway without an identity (it needs them to check identities)."""
     return JsonResponse(ctx.issuer.jwks(), headers={"Cache-Control": "public, max-age=300"})

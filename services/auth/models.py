@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, field_validator
 from pydantic import Field as PydanticField
@@ -79,12 +79,20 @@ assert set(SCOPES) == set(Scope.__args__)  # type: ignore[attr-defined]
 
 
 class SignupRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "ana@studio.example", "password": "correct horse", "name": "Ana"}]}
+    )
+
     email: EmailStr
     password: str = PydanticField(min_length=8, max_length=1024)
     name: str | None = PydanticField(default=None, max_length=200)
 
 
 class SigninRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "ana@studio.example", "password": "correct horse"}]}
+    )
+
     email: EmailStr
     password: str = PydanticField(min_length=1, max_length=1024)
 
@@ -121,8 +129,26 @@ class AuthResponse(TokenPair):
     user: UserOut
 
 
+class MeResponse(BaseModel):
+    success: Literal[True] = True
+    user: UserOut
+
+
+class Jwks(BaseModel):
+    """RFC 7517 key set: the public keys (``kty``, ``crv``, ``x``, ``kid``, ``alg``, ``use``) that sign tokens."""
+
+    keys: list[dict[str, Any]]
+
+
 class CreateKeyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "SketchUp on studio PC", "scopes": ["renders:create", "renders:read"], "expiresAt": None}
+            ]
+        },
+    )
 
     name: str = PydanticField(min_length=1, max_length=100)
     scopes: list[Scope] = PydanticField(min_length=1, max_length=len(SCOPES))

@@ -15,7 +15,7 @@ from services.credits import service
 from services.credits.deps import SessionDep
 from services.credits.models import Credits, GrantRequest, Reservation, ReservationRequest, TransactionsPage
 from shared.identity import UserIdDep, require_service_identity
-from shared.responses import JsonResponse, ok
+from shared.responses import Envelope, JsonResponse, ok
 
 public_router = APIRouter(prefix="/api/plugins/credits")
 internal_router = APIRouter(prefix="/internal/credits", dependencies=[Depends(require_service_identity)])
@@ -23,12 +23,12 @@ internal_router = APIRouter(prefix="/internal/credits", dependencies=[Depends(re
 UserIdPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 
-@public_router.get("", response_model=Credits)
+@public_router.get("", response_model=Envelope[Credits])
 async def my_credits(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     return ok(await service.summary(session, user_id))
 
 
-@public_router.get("/transactions", response_model=TransactionsPage)
+@public_router.get("/transactions", response_model=Envelope[TransactionsPage])
 async def my_transactions(
     user_id: UserIdDep,
     session: SessionDep,

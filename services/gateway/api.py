@@ -17,7 +17,11 @@ API_VERSION = "1.0.0"
 router = APIRouter()
 
 
-@router.get("/api/plugins/health", response_model=HealthResponse)
+@router.get(
+    "/api/plugins/health",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "A core dependency is down"}},
+)
 async def health(request: Request, checker: HealthDep) -> JsonResponse:
     services = await checker.services()
     status = overall_status(services)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.gateway.api import router
 from services.gateway.authn import ApiKeyVerifier, Denylist, JwtVerifier, KeyUsageRecorder
 from services.gateway.config import Settings
+from services.gateway.docs import router as docs_router
 from services.gateway.events import KeyEventsConsumer, backfill_deleted_users
 from services.gateway.health import HealthChecker
 from services.gateway.proxy import make_session
@@ -110,7 +111,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         settings=settings,
         lifespan=gateway_lifespan,
         readiness=readiness,
-        routers=[router],
+        routers=[router, docs_router],
         internal_routes=False,
     )
     events = RequestEventsMiddleware(GatewayApp(app), lambda: getattr(app.state, "request_events", None))

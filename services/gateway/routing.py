@@ -54,7 +54,7 @@ def policy_for(method: str, path: str) -> Policy:
     reading = method in ("GET", "HEAD", "OPTIONS")
     if path in AUTH_ENTRY_PATHS:
         return Policy(Access.CREDENTIALS)
-    if path == "/.well-known/jwks.json" or _under(path, "/admin"):
+    if path in ("/.well-known/jwks.json", "/api/plugins/health") or _under(path, "/admin"):
         return Policy(Access.PUBLIC)
     if _under(path, "/api/plugins/keys"):
         return Policy(Access.BEARER)

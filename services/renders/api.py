@@ -13,12 +13,13 @@ from starlette.responses import StreamingResponse
 from services.renders import projects, service
 from services.renders.deps import ContextDep, SessionDep, UserIdentityDep
 from services.renders.errors import DomainError
-from services.renders.models import ProjectIn
+from services.renders.models import ProjectIn, ProjectOut, ProjectPage, RenderAccepted, RenderPage, RenderStatus
 from services.renders.sse import render_events
-from services.renders.uploads import limit_body, parse_submission
+from services.renders.uploads import create_render_request_body, limit_body, parse_submission
 from shared.db import unit_of_work
+from shared.errors import documented_errors
 from shared.identity import ServiceIdentityDep
-from shared.responses import JsonResponse
+from shared.responses import Envelope, JsonResponse, Message
 
 router = APIRouter()
 internal = APIRouter()
@@ -28,13 +29,51 @@ PlatformFilter = Literal["sketchup", "revit", "autocad", "rhino", "archicad", "b
 IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
 
 
+SSE_SCHEMA = {  # one server-sent event
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["message", "progress"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/RenderStatus"},
+        },
+    },
+    "required": ["data"],
+}
+SSE_DESCRIPTION = (
+    "`text/event-stream`: the current RenderStatus first, then one unnamed event (data: a RenderStatus as JSON) "
+    "per status change and named `progress` events for progress, until a final state; comment lines keep the "
+    "connection alive."
+)
+
+
+def project_request_body() -> dict[str, object]:
+    """JSON or a form, the same fields either way."""
+    schema = ProjectIn.model_json_schema()
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": schema, "example": {"name": "Villa Rosa", "platform": "sketchup"}},
+            "multipart/form-data": {"schema": schema},
+            "application/x-www-form-urlencoded": {"schema": schema},
+        },
+    }
+
+
 def _user(identity: object) -> str:
     user_id = getattr(identity, "user_id", None)
     assert isinstance(user_id, str)
     return user_id
 
 
-@router.post("/api/plugins/renders", status_code=202)
+@router.post(
+    "/api/plugins/renders",
+    status_code=202,
+    response_model=Envelope[RenderAccepted],
+    responses=documented_errors(402, 409, 413),
+    openapi_extra={"requestBody": create_render_request_body()},
+)
 async def create_render(
     request: Request,
     identity: UserIdentityDep,
@@ -58,7 +97,7 @@ async def create_render(
     return JsonResponse({"success": True, "data": accepted.model_dump(mode="json")}, status_code=202)
 
 
-@router.get("/api/plugins/renders")
+@router.get("/api/plugins/renders", response_model=Envelope[RenderPage])
 async def list_renders(
     identity: UserIdentityDep,
     session: SessionDep,
@@ -74,14 +113,16 @@ async def list_renders(
     return JsonResponse({"success": True, "data": page.model_dump(mode="json")})
 
 
-@router.get("/api/plugins/renders/{render_id}")
+@router.get("/api/plugins/renders/{render_id}", response_model=Envelope[RenderStatus])
 async def get_render(render_id: str, identity: UserIdentityDep, session: SessionDep, ctx: ContextDep) -> JsonResponse:
     render = await service.own_render(session, _user(identity), render_id)
     status = service.to_status(render, ctx.storage, ctx.settings.output_url_ttl_seconds)
     return JsonResponse({"success": True, "data": status.model_dump(mode="json")})
 
 
-@router.delete("/api/plugins/renders/{render_id}")
+@router.delete(
+    "/api/plugins/renders/{render_id}", response_model=Envelope[RenderStatus], responses=documented_errors(409)
+)
 async def cancel_render(
     render_id: str, identity: UserIdentityDep, session: SessionDep, ctx: ContextDep
 ) -> JsonResponse:
@@ -89,7 +130,11 @@ async def cancel_render(
     return JsonResponse({"success": True, "data": status.model_dump(mode="json")})
 
 
-@router.get("/api/plugins/renders/{render_id}/events")
+@router.get(
+    "/api/plugins/renders/{render_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {"schema": SSE_SCHEMA}}, "description": SSE_DESCRIPTION}},
+)
 async def render_event_stream(
     render_id: str, request: Request, identity: UserIdentityDep, session: SessionDep, ctx: ContextDep
 ) -> StreamingResponse:
@@ -107,7 +152,7 @@ async def render_event_stream(
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
-@router.get("/api/plugins/projects")
+@router.get("/api/plugins/projects", response_model=Envelope[ProjectPage])
 async def list_projects(
     identity: UserIdentityDep,
     session: SessionDep,
@@ -119,7 +164,13 @@ async def list_projects(
     return JsonResponse({"success": True, "data": page.model_dump(mode="json")})
 
 
-@router.post("/api/plugins/projects", status_code=201)
+@router.post(
+    "/api/plugins/projects",
+    status_code=201,
+    response_model=Envelope[ProjectOut],
+    responses=documented_errors(409, 413),
+    openapi_extra={"requestBody": project_request_body()},
+)
 async def create_project(request: Request, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     request = limit_body(request, 64 * 1024)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -139,13 +190,13 @@ async def create_project(request: Request, identity: UserIdentityDep, session: S
     return JsonResponse({"success": True, "data": project.model_dump(mode="json")}, status_code=201)
 
 
-@router.get("/api/plugins/projects/{project_id}")
+@router.get("/api/plugins/projects/{project_id}", response_model=Envelope[ProjectOut])
 async def get_project(project_id: str, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     project = await projects.get_project(session, _user(identity), project_id)
     return JsonResponse({"success": True, "data": project.model_dump(mode="json")})
 
 
-@router.delete("/api/plugins/projects/{project_id}")
+@router.delete("/api/plugins/projects/{project_id}", response_model=Message)
 async def delete_project(project_id: str, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     await projects.delete_project(session, _user(identity), project_id)
     return JsonResponse({"success": True, "message": "Project deleted"})

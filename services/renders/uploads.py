@@ -45,6 +45,37 @@ class CreateRenderFields(BaseModel):
         return value
 
 
+EXAMPLE_PNG_BASE64 = (  # a 16 x 16 PNG: the smallest image a render accepts
+    "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mM8sWUaAymAiYFEMKphVMPQ0QAAh5gCMvyqaxQAAAAASUVORK5CYII="
+)
+
+
+class CreateRenderJson(CreateRenderFields):
+    """The JSON form of a create: the image as base64 text (a ``data:`` URL prefix is accepted)."""
+
+    uploadedImageData: str = Field(min_length=1, description="The screenshot, base64 (or a data: URL).")
+
+
+def create_render_request_body() -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a create, from the models above: JSON with base64, or multipart with a file."""
+    json_schema = CreateRenderJson.model_json_schema()
+    form_schema = CreateRenderJson.model_json_schema()
+    form_schema["properties"]["uploadedImageData"] = {
+        "description": "The screenshot: a file part (or base64 text).",
+        "type": "string",
+        "contentMediaType": "application/octet-stream",
+    }
+    form_schema["title"] = "CreateRenderForm"
+    example = {"uploadedImageData": EXAMPLE_PNG_BASE64, "uploadedImageType": "image/png", "quality": "standard"}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": json_schema, "example": example},
+            "multipart/form-data": {"schema": form_schema},
+        },
+    }
+
+
 class Submission(BaseModel):
     fields: CreateRenderFields
     image: bytes

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -17,7 +17,7 @@ from services.telemetry import service
 from services.telemetry.config import Settings
 from services.telemetry.deps import OperatorDep, SessionDep
 from services.telemetry.errors import InvalidWindowError, NotFoundError
-from shared.responses import JsonResponse
+from shared.responses import Envelope, JsonResponse
 
 api_router = APIRouter(prefix="/api/admin/telemetry")
 dashboard_router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -59,7 +59,7 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-@api_router.get("/summary")
+@api_router.get("/summary", response_model=Envelope[dict[str, Any]])
 async def summary(
     _: OperatorDep, session: SessionDep, request: Request, since: Moment = None, until: Moment = None
 ) -> JsonResponse:
@@ -67,7 +67,7 @@ async def summary(
     return JsonResponse({"success": True, "data": await service.summary(session, start, end)})
 
 
-@api_router.get("/timeseries")
+@api_router.get("/timeseries", response_model=Envelope[dict[str, Any]])
 async def timeseries(
     _: OperatorDep,
     session: SessionDep,

@@ -21,7 +21,8 @@ from services.webhooks.models import (
     RegisterWebhookRequest,
     WebhookView,
 )
-from shared.responses import JsonResponse, ok
+from shared.errors import documented_errors
+from shared.responses import Envelope, JsonResponse, Message, ok
 
 router = APIRouter(prefix="/api/plugins/webhooks")
 
@@ -33,7 +34,7 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-@router.post("/register", status_code=201, response_model=RegisteredWebhook)
+@router.post("/register", status_code=201, response_model=Envelope[RegisteredWebhook], responses=documented_errors(409))
 async def register(
     body: RegisterWebhookRequest, user_id: UserIdDep, session: SessionDep, request: Request
 ) -> JsonResponse:
@@ -48,34 +49,34 @@ async def register(
     return ok(created, 201)
 
 
-@router.get("", response_model=list[WebhookView])
+@router.get("", response_model=Envelope[list[WebhookView]])
 async def list_webhooks(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     return ok(await service.list_webhooks(session, user_id))
 
 
-@router.get("/callback-secret", response_model=CallbackSecret)
+@router.get("/callback-secret", response_model=Envelope[CallbackSecret])
 async def callback_secret(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     return ok(CallbackSecret(secret=await service.callback_secret(session, user_id)))
 
 
-@router.delete("/{webhook_id}")
+@router.delete("/{webhook_id}", response_model=Message)
 async def delete(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     await service.delete(session, user_id, webhook_id)
     return JsonResponse({"success": True, "message": "Webhook deleted"})
 
 
-@router.post("/{webhook_id}/test", status_code=202, response_model=DeliveryRef)
+@router.post("/{webhook_id}/test", status_code=202, response_model=Envelope[DeliveryRef])
 async def send_test(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     delivery_id = await service.send_test(session, user_id, webhook_id)
     return ok(DeliveryRef(delivery_id=delivery_id), 202)
 
 
-@router.post("/{webhook_id}/enable", response_model=WebhookView)
+@router.post("/{webhook_id}/enable", response_model=Envelope[WebhookView])
 async def enable(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     return ok(await service.enable(session, user_id, webhook_id))
 
 
-@router.get("/{webhook_id}/deliveries", response_model=DeliveriesPage)
+@router.get("/{webhook_id}/deliveries", response_model=Envelope[DeliveriesPage])
 async def deliveries(
     webhook_id: IdPath,
     user_id: UserIdDep,
@@ -86,7 +87,12 @@ async def deliveries(
     return ok(await service.list_deliveries(session, user_id, webhook_id, limit, cursor))
 
 
-@router.post("/{webhook_id}/deliveries/{delivery_id}/resend", status_code=202, response_model=DeliveryRef)
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/resend",
+    status_code=202,
+    response_model=Envelope[DeliveryRef],
+    responses=documented_errors(409),
+)
 async def resend(webhook_id: IdPath, delivery_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     await service.resend(session, user_id, webhook_id, delivery_id)
     return ok(DeliveryRef(delivery_id=delivery_id), 202)

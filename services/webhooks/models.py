@@ -137,7 +137,14 @@ class ApiModel(BaseModel):
 
 
 class RegisterWebhookRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"url": "https://studio.example/hooks/renders", "events": ["render.completed", "render.failed"]}
+            ]
+        },
+    )
 
     url: str = Field(min_length=1, max_length=2048)
     events: list[str] = Field(min_length=1, max_length=10)

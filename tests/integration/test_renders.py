@@ -317,6 +317,9 @@ async def test_event_stream_until_final(client: httpx.AsyncClient, alice: Plugin
     assert set(statuses) <= {"pending", "processing", "completed"}
 
 
+P = "/api/plugins/projects"
+
+
 async def test_projects_crud(client: httpx.AsyncClient, alice: PluginUser) -> None:
     made = []
     for name, platform in (("Villa Rosa", "sketchup"), ("Villa Rosa", "revit"), ("Ünïcode Tower!", None)):
@@ -354,6 +357,12 @@ async def test_projects_crud(client: httpx.AsyncClient, alice: PluginUser) -> No
         400,
         "INVALID_INPUT",
     )
+    nul = {"name": "a\x00b"}  # found by the fuzzer: was a 503 (the database refused it, uvicorn cut the answer)
+    for sent in (
+        await client.post(P, headers=alice.bearer, json=nul),
+        await client.post(P, headers=alice.bearer, data=nul),
+    ):
+        assert_error(sent, 400, "INVALID_INPUT")
     deleted = await client.delete(f"/api/plugins/projects/{made[0]['id']}", headers=alice.bearer)
     assert deleted.status_code == 200
     assert deleted.json()["success"] is True
