@@ -91,15 +91,19 @@ PLUGIN_PARAMETERS = [
         "name": "X-Plugin-Platform",
         "in": "header",
         "required": False,
-        "description": "The host application of the calling plugin (else parsed from User-Agent, else `unknown`).",
-        "schema": {"type": "string", "enum": PLATFORMS},
+        "description": (
+            "The host application of the calling plugin: one of "
+            + ", ".join(f"`{p}`" for p in PLATFORMS)
+            + " (case-insensitive). Anything else, or none, falls back to the User-Agent, then `unknown`."
+        ),
+        "schema": {"type": "string", "examples": PLATFORMS},
     },
     {
         "name": "X-Plugin-Version",
         "in": "header",
         "required": False,
-        "description": "The calling plugin's version, e.g. `1.4.2`.",
-        "schema": {"type": "string", "maxLength": 64},
+        "description": "The calling plugin's version, e.g. `1.4.2`; ignored unless it looks like a version.",
+        "schema": {"type": "string", "examples": ["1.4.2"]},
     },
 ]
 

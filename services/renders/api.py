@@ -15,7 +15,7 @@ from services.renders.deps import ContextDep, SessionDep, UserIdentityDep
 from services.renders.errors import DomainError
 from services.renders.models import ProjectIn, ProjectOut, ProjectPage, RenderAccepted, RenderPage, RenderStatus
 from services.renders.sse import render_events
-from services.renders.uploads import create_render_request_body, limit_body, parse_submission
+from services.renders.uploads import create_render_request_body, form_schema, limit_body, parse_submission
 from shared.db import unit_of_work
 from shared.errors import documented_errors
 from shared.identity import ServiceIdentityDep
@@ -50,13 +50,13 @@ SSE_DESCRIPTION = (
 
 def project_request_body() -> dict[str, object]:
     """JSON or a form, the same fields either way."""
-    schema = ProjectIn.model_json_schema()
+    schema, form = ProjectIn.model_json_schema(), form_schema(ProjectIn)
     return {
         "required": True,
         "content": {
             "application/json": {"schema": schema, "example": {"name": "Villa Rosa", "platform": "sketchup"}},
-            "multipart/form-data": {"schema": schema},
-            "application/x-www-form-urlencoded": {"schema": schema},
+            "multipart/form-data": {"schema": form},
+            "application/x-www-form-urlencoded": {"schema": form},
         },
     }
 

@@ -56,22 +56,35 @@ class CreateRenderJson(CreateRenderFields):
     uploadedImageData: str = Field(min_length=1, description="The screenshot, base64 (or a data: URL).")
 
 
+def form_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema as a form carries it: a form has no null, an optional field is simply left out."""
+    schema = model.model_json_schema()
+    for name, prop in schema["properties"].items():
+        options = prop.get("anyOf")
+        if options and {"type": "null"} in options:
+            rest = [option for option in options if option != {"type": "null"}]
+            prop.pop("anyOf")
+            prop.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+            schema["properties"][name] = prop
+    return schema
+
+
 def create_render_request_body() -> dict[str, Any]:
     """The OpenAPI ``requestBody`` of a create, from the models above: JSON with base64, or multipart with a file."""
     json_schema = CreateRenderJson.model_json_schema()
-    form_schema = CreateRenderJson.model_json_schema()
-    form_schema["properties"]["uploadedImageData"] = {
+    form = form_schema(CreateRenderJson)
+    form["properties"]["uploadedImageData"] = {
         "description": "The screenshot: a file part (or base64 text).",
         "type": "string",
         "contentMediaType": "application/octet-stream",
     }
-    form_schema["title"] = "CreateRenderForm"
+    form["title"] = "CreateRenderForm"
     example = {"uploadedImageData": EXAMPLE_PNG_BASE64, "uploadedImageType": "image/png", "quality": "standard"}
     return {
         "required": True,
         "content": {
             "application/json": {"schema": json_schema, "example": example},
-            "multipart/form-data": {"schema": form_schema},
+            "multipart/form-data": {"schema": form},
         },
     }
 

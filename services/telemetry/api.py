@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
+from pydantic import BeforeValidator
 
 from services.telemetry import service
 from services.telemetry.config import Settings
@@ -41,7 +42,15 @@ DASHBOARD_HEADERS = {
 }
 """The page loads nothing from elsewhere and runs no inline script; the browser is told to hold it to that."""
 
-Moment = Annotated[datetime | None, Query(description="ISO 8601; naive times are UTC")]
+
+def _iso_only(value: object) -> object:
+    """Pydantic would read ``0.0`` as a Unix time; the contract (and the spec) say ISO 8601."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2026-11-26T10:00:00Z")
+    return value
+
+
+Moment = Annotated[datetime | None, BeforeValidator(_iso_only), Query(description="ISO 8601; naive times are UTC")]
 
 
 def _window(request: Request, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:

@@ -147,8 +147,16 @@ class RegisterWebhookRequest(BaseModel):
     )
 
     url: str = Field(min_length=1, max_length=2048)
-    events: list[str] = Field(min_length=1, max_length=10)
-    secret: str | None = Field(None, max_length=200)
+    # Checked by the service (with a message naming the allowed values); declared here for the public spec.
+    events: list[str] = Field(
+        min_length=1, max_length=10, json_schema_extra={"items": {"enum": [*RENDER_EVENT_TYPES, ALL_EVENTS]}}
+    )
+    secret: str | None = Field(
+        None,
+        max_length=200,
+        description="`whsec_` + standard base64 of at least 24 random bytes; generated when omitted.",
+        json_schema_extra={"pattern": "^whsec_[A-Za-z0-9+/]{32,}={0,2}$"},
+    )
     description: str | None = Field(None, max_length=500)
 
 

@@ -62,6 +62,8 @@ async def test_admin_api_is_for_operators_only(
         {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
         {"since": "2025-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
         {"until": "2026-13-40"},
+        {"until": "0.0"},  # found by the fuzzer: was read as a Unix time
+        {"since": "1764150000"},
     ],
 )
 async def test_summary_refuses_bad_windows(
