@@ -4,7 +4,8 @@ Known data goes in first through the gateway (two Archicad plugin users render, 
 until the telemetry API shows all of it, then signs in through the page's form and reads the numbers back from the
 page: the per-platform table, the renders chart's bars (each carries ``data-value``), the KPI tiles. The page must
 not reach any other origin and must run under a strict Content-Security-Policy. A plugin user who signs in sees
-the API's 403 and no data. A full-page screenshot is kept under the test artefacts.
+the API's 403 and no data. A full-page screenshot is kept under the test artefacts. The API docs page
+(Swagger UI over the OpenAPI document) is checked in the same browser.
 
 Chromium: ``CHROMIUM_PATH``, else the first of chromium / chromium-browser / google-chrome / chrome on ``PATH``
 (Debian's ``chromium`` package; ``.ci/run`` installs it). Without one the tests skip, except in CI where they fail.
@@ -391,3 +392,25 @@ async def test_wrong_password_shows_the_sign_in_error(browser: Browser, stack: S
     await expect(error.get_by_test_id("error-code")).to_have_text("INVALID_CREDENTIALS")
     await expect(page.get_by_test_id("dashboard")).to_be_hidden()
     await page.context.close()
+
+
+async def test_the_api_docs_page_renders_every_operation_offline(browser: Browser, stack: Stack) -> None:
+    """``/api/plugins/docs``: Swagger UI from the gateway's own files renders the OpenAPI 3.1 document whole."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    recorder = Recorder(page)
+    try:
+        await page.goto(f"{stack.gateway_url}/api/plugins/docs")
+        await page.wait_for_selector(".opblock", timeout=20_000)
+        async with httpx.AsyncClient() as http:
+            spec = (await http.get(f"{stack.gateway_url}/api/plugins/openapi.json")).json()
+        operations = sum(len(ops) for ops in spec["paths"].values())
+        assert await page.locator(".opblock").count() == operations
+        assert await page.locator(".information-container .title").inner_text() != ""
+        assert await page.get_by_text("Unable to render this definition").count() == 0
+        assert recorder.foreign(stack.gateway_url) == []
+        assert recorder.console_errors == []
+        assert recorder.failed == []
+        await page.screenshot(path=str(artifacts_dir() / "api-docs.png"), full_page=False)
+    finally:
+        await context.close()
