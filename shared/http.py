@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import install_error_handlers
 from shared.identity import IdentityDep
+from shared.openapi import openapi_router
 from shared.responses import JsonResponse
 from shared.settings import ServiceSettings
 
@@ -145,6 +146,8 @@ def create_app(
     app.include_router(health_router(readiness))
     if internal_routes:
         app.include_router(internal_router())
+        app.include_router(openapi_router(service, routers))
+    app.state.api_routers = routers
     for router in routers:
         app.include_router(router)
     app.add_middleware(RequestContextMiddleware, service=service)

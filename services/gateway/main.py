@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.gateway.api import router
 from services.gateway.authn import ApiKeyVerifier, Denylist, JwtVerifier, KeyUsageRecorder
 from services.gateway.config import Settings
+from services.gateway.docs import PublicSpec
 from services.gateway.docs import router as docs_router
 from services.gateway.events import KeyEventsConsumer, backfill_deleted_users
 from services.gateway.health import HealthChecker
@@ -63,6 +64,7 @@ async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
         IdentitySigner(settings.internal_identity_secret, settings.internal_identity_ttl_seconds),
         FailureBudget(settings.auth_failures_per_minute),
     )
+    app.state.public_spec = PublicSpec(settings.upstreams(), session)
     app.state.storage = storage_from_settings(settings)
     app.state.health = HealthChecker(settings, session, redis, app.state.storage)
     app.state.key_cache = keys

@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.openapi.utils import get_openapi
-from starlette.routing import BaseRoute
-
-from services.auth import api as auth_api
-from services.credits import api as credits_api
 from services.gateway import api as gateway_api
-from services.gateway.routing import Access, policy_for, route_for
-from services.renders import api as renders_api
-from services.telemetry import api as telemetry_api
-from services.webhooks import api as webhooks_api
+from services.gateway.routing import ROUTES, Access, policy_for, route_for
 from shared.errors import ERROR_DESCRIPTIONS, ErrorResponse
+from shared.openapi import service_openapi
 
 API_VERSION = gateway_api.API_VERSION
 TITLE = "Plugin platform API"
@@ -120,21 +112,13 @@ INSUFFICIENT_CREDITS = {
 }
 
 
-def service_routes() -> list[BaseRoute]:
-    """Every route of every service the gateway fronts, as the services declare them (internal ones included:
-    the document keeps only what ``is_public``)."""
-    collected = APIRouter()
-    routers: Iterable[APIRouter] = (
-        auth_api.router,
-        renders_api.router,
-        *credits_api.routers,
-        webhooks_api.router,
-        telemetry_api.api_router,
-        gateway_api.router,
-    )
-    for router in routers:
-        collected.include_router(router)
-    return list(collected.routes)
+DOCUMENTED_SERVICES = tuple(dict.fromkeys(service for _, service in ROUTES))
+"""The services whose public routes the gateway forwards: each serves its own document."""
+
+
+def gateway_openapi() -> dict[str, Any]:
+    """The gateway's own routes (health)."""
+    return service_openapi("gateway", [gateway_api.router])
 
 
 def is_public(path: str) -> bool:
@@ -254,23 +238,42 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> dict[str, A
     return op
 
 
-def _merge_duplicate_schemas(spec: dict[str, Any]) -> dict[str, Any]:
-    """FastAPI names same-named models of two services ``services__x__models__Name``; when they describe the same
-    shape (auth's and credits' ``Credits``), keep one ``Name``."""
-    schemas: dict[str, Any] = spec["components"]["schemas"]
-    by_short: dict[str, list[str]] = {}
-    for name in schemas:
-        if "__" in name:
-            by_short.setdefault(name.rsplit("__", 1)[1], []).append(name)
-    renames: dict[str, str] = {}
-    for short, names in by_short.items():
-        shapes = [{k: v for k, v in schemas[n].items() if k not in ("title", "description")} for n in names]
-        if short not in schemas and all(shape == shapes[0] for shape in shapes):
-            schemas[short] = {**schemas[names[0]], "title": short}
-            renames.update(dict.fromkeys(names, short))
-    for old in renames:
-        del schemas[old]
-    return _rewrite_refs(spec, {SCHEMA_REF + old: SCHEMA_REF + new for old, new in renames.items()})
+def _same_shape(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def shape(schema: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in schema.items() if k not in ("title", "description")}
+
+    return shape(a) == shape(b)
+
+
+def _short_name(name: str) -> str:
+    """``services__credits__models__Credits`` (FastAPI's name when one app has two models of a name) → ``Credits``."""
+    *module, model = name.split("__")
+    return model if module and model and all(part.isidentifier() and part.islower() for part in module) else name
+
+
+def _merge(specs: Mapping[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The public paths and their schemas from every service's document. Two services' models of one name and
+    one shape (auth's and credits' ``Credits``) become one schema; of different shapes, the later is prefixed
+    with its service's name."""
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    for service, spec in specs.items():
+        own: dict[str, Any] = spec.get("components", {}).get("schemas", {})
+        renames: dict[str, str] = {}
+        for name, schema in own.items():
+            short = _short_name(name)
+            taken = schemas.get(short)
+            if taken is not None and not _same_shape(taken, schema):
+                short = service.title().replace("-", "") + short
+            if short != name:
+                renames[SCHEMA_REF + name] = SCHEMA_REF + short
+        spec = _rewrite_refs(spec, renames)
+        for name, schema in spec.get("components", {}).get("schemas", {}).items():
+            schemas.setdefault(renames.get(SCHEMA_REF + name, SCHEMA_REF + name).removeprefix(SCHEMA_REF), schema)
+        for path, operations in spec.get("paths", {}).items():
+            if is_public(path):
+                paths[path] = operations
+    return paths, schemas
 
 
 def _rewrite_refs(node: Any, renames: dict[str, str]) -> Any:
@@ -284,18 +287,14 @@ def _rewrite_refs(node: Any, renames: dict[str, str]) -> Any:
     return node
 
 
-def build_openapi() -> dict[str, Any]:
-    """The whole public document. Deterministic: the same code gives the same document."""
-    raw = get_openapi(
-        title="Plugin platform API", version=API_VERSION, openapi_version="3.1.0", routes=service_routes()
-    )
-    paths: dict[str, Any] = {}
-    for path, operations in raw.get("paths", {}).items():
-        if is_public(path):
-            paths[public_path(path)] = {
-                method: _operation(path, method, operation) for method, operation in operations.items()
-            }
-    schemas = raw.get("components", {}).get("schemas", {})
+def build_openapi(service_specs: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """The public document from the services' own documents (``/internal/openapi.json``) and the gateway's.
+    Deterministic: the same services give the same document."""
+    raw_paths, schemas = _merge({**service_specs, "gateway": gateway_openapi()})
+    paths = {
+        public_path(path): {method: _operation(path, method, operation) for method, operation in operations.items()}
+        for path, operations in raw_paths.items()
+    }
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template=SCHEMA_REF + "{model}")
@@ -311,7 +310,7 @@ def build_openapi() -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES, "headers": COMMON_HEADERS},
     }
-    return _without_unused_schemas(_merge_duplicate_schemas(spec))
+    return _without_unused_schemas(spec)
 
 
 def _refs(node: Any) -> set[str]:

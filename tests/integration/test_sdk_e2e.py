@@ -22,6 +22,7 @@ from typing import Any, TypeVar, Unpack, cast
 from urllib.parse import urlsplit
 
 import httpx
+import jwt
 import pytest
 import renderiq
 from PIL import Image
@@ -454,6 +455,14 @@ async def test_health_reports_the_detected_plugin(connect: Connector) -> None:
     assert health.is_healthy
     assert (health.api.platform, health.api.version_detected) == ("sketchup", "1.4.2")
     assert health.services["rendering"] == "healthy"
+
+
+async def test_jwks_lists_the_keys_that_sign_access_tokens(connect: Connector) -> None:
+    signed_up = await run(connect().auth.signup(f"jwks-{uuid.uuid4().hex[:10]}@example.com", "jwks-password-1"))
+    kid = jwt.get_unverified_header(signed_up.access_token)["kid"]
+    keys = (await run(connect().auth.jwks())).keys
+    assert kid in [key["kid"] for key in keys]
+    assert all("d" not in key for key in keys), "public keys only"
 
 
 # -- the example plugin CLI -------------------------------------------------------------------------------------------

@@ -81,6 +81,11 @@ def me() -> Call[models.User]:
     return Call("GET", f"{API}/auth/me", body_of(models.User, "user"))
 
 
+def jwks() -> Call[models.Jwks]:
+    """At the gateway's root, not under ``/api/plugins``."""
+    return Call("GET", "/.well-known/jwks.json", body_of(models.Jwks), authenticated=False)
+
+
 # -- API keys -----------------------------------------------------------------------------------------------------
 
 

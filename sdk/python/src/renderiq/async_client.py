@@ -129,6 +129,9 @@ class AsyncAuth(Resource[AsyncClient]):
     async def me(self) -> models.User:
         return await self._client._run(ep.me())
 
+    async def jwks(self) -> models.Jwks:
+        return await self._client._run(ep.jwks())
+
 
 class AsyncKeys(Resource[AsyncClient]):
     """API keys (managed with an access token only, never with a key)."""

@@ -134,6 +134,9 @@ class Auth(Resource[Client]):
     def me(self) -> models.User:
         return self._client._run(ep.me())
 
+    def jwks(self) -> models.Jwks:
+        return self._client._run(ep.jwks())
+
 
 class Keys(Resource[Client]):
     """API keys (managed with an access token only, never with a key)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -254,6 +254,12 @@ class WebhookEvent(Model):
 
 
 # -- health -------------------------------------------------------------------------------------------------------
+
+
+class Jwks(Model):
+    """The public keys (RFC 7517) that sign access tokens: for a backend that checks tokens itself."""
+
+    keys: list[dict[str, Any]]
 
 
 class ApiInfo(Model):
