@@ -36,35 +36,41 @@ def _bearer_only(identity: Identity) -> None:
         raise BearerRequiredError()
 
 
-@public.post("/api/plugins/auth/signup", status_code=201, response_model=AuthResponse, responses=documented_errors(409))
+@public.post(
+    "/api/plugins/auth/signup",
+    summary="Create an account",
+    status_code=201,
+    response_model=AuthResponse,
+    responses=documented_errors(409),
+)
 async def signup(body: SignupRequest, session: SessionDep, ctx: ContextDep) -> AuthResponse:
     return await service.signup(session, ctx, body)
 
 
-@public.post("/api/plugins/auth/signin", response_model=AuthResponse)
+@public.post("/api/plugins/auth/signin", summary="Sign in", response_model=AuthResponse)
 async def signin(body: SigninRequest, session: SessionDep, ctx: ContextDep) -> AuthResponse:
     return await service.signin(session, ctx, body)
 
 
-@public.post("/api/plugins/auth/refresh", response_model=TokenPair)
+@public.post("/api/plugins/auth/refresh", summary="Rotate the tokens", response_model=TokenPair)
 async def refresh(body: RefreshRequest, session: SessionDep, ctx: ContextDep) -> TokenPair:
     return await service.refresh(session, ctx, body.refresh_token)
 
 
-@public.post("/api/plugins/auth/signout", response_model=Success)
+@public.post("/api/plugins/auth/signout", summary="Sign out", response_model=Success)
 async def signout(body: RefreshRequest, session: SessionDep) -> JsonResponse:
     await service.signout(session, body.refresh_token)
     return JsonResponse({"success": True})
 
 
-@public.get("/api/plugins/auth/me", response_model=MeResponse)
+@public.get("/api/plugins/auth/me", summary="The signed-in user", response_model=MeResponse)
 async def me(identity: UserIdentityDep, session: SessionDep, ctx: ContextDep) -> JsonResponse:
     assert identity.user_id is not None
     user = await service.me(session, ctx, identity.user_id)
     return JsonResponse({"success": True, "user": user.model_dump(mode="json")})
 
 
-@public.post("/api/plugins/keys", status_code=201, response_model=Envelope[CreatedKeyOut])
+@public.post("/api/plugins/keys", summary="Create an API key", status_code=201, response_model=Envelope[CreatedKeyOut])
 async def create_key(body: CreateKeyRequest, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     _bearer_only(identity)
     assert identity.user_id is not None
@@ -72,7 +78,7 @@ async def create_key(body: CreateKeyRequest, identity: UserIdentityDep, session:
     return JsonResponse({"success": True, "data": created.model_dump(mode="json")}, status_code=201)
 
 
-@public.get("/api/plugins/keys", response_model=Envelope[list[KeyOut]])
+@public.get("/api/plugins/keys", summary="List API keys", response_model=Envelope[list[KeyOut]])
 async def list_keys(identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     _bearer_only(identity)
     assert identity.user_id is not None
@@ -80,7 +86,7 @@ async def list_keys(identity: UserIdentityDep, session: SessionDep) -> JsonRespo
     return JsonResponse({"success": True, "data": [k.model_dump(mode="json") for k in keys]})
 
 
-@public.delete("/api/plugins/keys/{key_id}", response_model=Message)
+@public.delete("/api/plugins/keys/{key_id}", summary="Revoke an API key", response_model=Message)
 async def revoke_key(key_id: str, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     _bearer_only(identity)
     assert identity.user_id is not None
@@ -88,7 +94,7 @@ async def revoke_key(key_id: str, identity: UserIdentityDep, session: SessionDep
     return JsonResponse({"success": True, "message": "API key revoked"})
 
 
-@internal.get("/.well-known/jwks.json", response_model=Jwks)
+@internal.get("/.well-known/jwks.json", summary="Token signing keys", response_model=Jwks)
 async def jwks(ctx: ContextDep) -> JsonResponse:
     """Public keys only; reachable by the gateway without an identity (it needs them to check identities)."""
     return JsonResponse(ctx.issuer.jwks(), headers={"Cache-Control": "public, max-age=300"})

@@ -23,12 +23,12 @@ internal_router = APIRouter(prefix="/internal/credits", dependencies=[Depends(re
 UserIdPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 
-@public_router.get("", response_model=Envelope[Credits])
+@public_router.get("", summary="Credit balance", response_model=Envelope[Credits])
 async def my_credits(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     return ok(await service.summary(session, user_id))
 
 
-@public_router.get("/transactions", response_model=Envelope[TransactionsPage])
+@public_router.get("/transactions", summary="Credit ledger", response_model=Envelope[TransactionsPage])
 async def my_transactions(
     user_id: UserIdDep,
     session: SessionDep,

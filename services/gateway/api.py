@@ -19,6 +19,7 @@ router = APIRouter()
 
 @router.get(
     "/api/plugins/health",
+    summary="Platform health",
     response_model=HealthResponse,
     responses={503: {"model": HealthResponse, "description": "A core dependency is down"}},
 )

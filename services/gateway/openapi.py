@@ -191,9 +191,11 @@ def _with_headers(response: dict[str, Any]) -> dict[str, Any]:
     return {**response, "headers": {**headers, **response.get("headers", {})}}
 
 
-def _operation_id(tag: str, summary: str) -> str:
-    """``renders`` + ``Create Render`` → ``createRender``; ``webhooks`` + ``Delete`` → ``webhooksDelete``."""
-    words = summary.lower().split()
+def _operation_id(tag: str, path: str, method: str, fastapi_id: str) -> str:
+    """From the route function's name (FastAPI's id is ``{name}{path}_{method}``): ``create_render`` →
+    ``createRender``; in ``webhooks``, ``delete`` → ``webhooksDelete``."""
+    name = fastapi_id.removesuffix(re.sub(r"\W", "_", path) + "_" + method)
+    words = name.split("_")
     if not any(tag.rstrip("s") in word for word in words):
         words.insert(0, tag)
     return _camel("_".join(words))
@@ -206,7 +208,7 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> dict[str, A
     policy = policy_for(method.upper(), path)
     tag = _tag(path)
     op["tags"] = [tag]
-    op["operationId"] = _operation_id(tag, op.get("summary", method))
+    op["operationId"] = _operation_id(tag, path, method, op["operationId"])
     op["security"] = _security(policy.access)
     if policy.scope:
         op["x-required-scope"] = policy.scope

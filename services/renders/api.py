@@ -69,6 +69,7 @@ def _user(identity: object) -> str:
 
 @router.post(
     "/api/plugins/renders",
+    summary="Submit a render",
     status_code=202,
     response_model=Envelope[RenderAccepted],
     responses=documented_errors(402, 409, 413),
@@ -97,7 +98,7 @@ async def create_render(
     return JsonResponse({"success": True, "data": accepted.model_dump(mode="json")}, status_code=202)
 
 
-@router.get("/api/plugins/renders", response_model=Envelope[RenderPage])
+@router.get("/api/plugins/renders", summary="List renders", response_model=Envelope[RenderPage])
 async def list_renders(
     identity: UserIdentityDep,
     session: SessionDep,
@@ -113,7 +114,7 @@ async def list_renders(
     return JsonResponse({"success": True, "data": page.model_dump(mode="json")})
 
 
-@router.get("/api/plugins/renders/{render_id}", response_model=Envelope[RenderStatus])
+@router.get("/api/plugins/renders/{render_id}", summary="Get a render", response_model=Envelope[RenderStatus])
 async def get_render(render_id: str, identity: UserIdentityDep, session: SessionDep, ctx: ContextDep) -> JsonResponse:
     render = await service.own_render(session, _user(identity), render_id)
     status = service.to_status(render, ctx.storage, ctx.settings.output_url_ttl_seconds)
@@ -121,7 +122,10 @@ async def get_render(render_id: str, identity: UserIdentityDep, session: Session
 
 
 @router.delete(
-    "/api/plugins/renders/{render_id}", response_model=Envelope[RenderStatus], responses=documented_errors(409)
+    "/api/plugins/renders/{render_id}",
+    summary="Cancel a render",
+    response_model=Envelope[RenderStatus],
+    responses=documented_errors(409),
 )
 async def cancel_render(
     render_id: str, identity: UserIdentityDep, session: SessionDep, ctx: ContextDep
@@ -132,6 +136,7 @@ async def cancel_render(
 
 @router.get(
     "/api/plugins/renders/{render_id}/events",
+    summary="Follow a render (server-sent events)",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {"schema": SSE_SCHEMA}}, "description": SSE_DESCRIPTION}},
 )
@@ -152,7 +157,7 @@ async def render_event_stream(
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
-@router.get("/api/plugins/projects", response_model=Envelope[ProjectPage])
+@router.get("/api/plugins/projects", summary="List projects", response_model=Envelope[ProjectPage])
 async def list_projects(
     identity: UserIdentityDep,
     session: SessionDep,
@@ -166,6 +171,7 @@ async def list_projects(
 
 @router.post(
     "/api/plugins/projects",
+    summary="Create a project",
     status_code=201,
     response_model=Envelope[ProjectOut],
     responses=documented_errors(409, 413),
@@ -190,13 +196,13 @@ async def create_project(request: Request, identity: UserIdentityDep, session: S
     return JsonResponse({"success": True, "data": project.model_dump(mode="json")}, status_code=201)
 
 
-@router.get("/api/plugins/projects/{project_id}", response_model=Envelope[ProjectOut])
+@router.get("/api/plugins/projects/{project_id}", summary="Get a project", response_model=Envelope[ProjectOut])
 async def get_project(project_id: str, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     project = await projects.get_project(session, _user(identity), project_id)
     return JsonResponse({"success": True, "data": project.model_dump(mode="json")})
 
 
-@router.delete("/api/plugins/projects/{project_id}", response_model=Message)
+@router.delete("/api/plugins/projects/{project_id}", summary="Delete a project", response_model=Message)
 async def delete_project(project_id: str, identity: UserIdentityDep, session: SessionDep) -> JsonResponse:
     await projects.delete_project(session, _user(identity), project_id)
     return JsonResponse({"success": True, "message": "Project deleted"})

@@ -68,7 +68,7 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-@api_router.get("/summary", response_model=Envelope[dict[str, Any]])
+@api_router.get("/summary", summary="Usage summary", response_model=Envelope[dict[str, Any]])
 async def summary(
     _: OperatorDep, session: SessionDep, request: Request, since: Moment = None, until: Moment = None
 ) -> JsonResponse:
@@ -76,7 +76,7 @@ async def summary(
     return JsonResponse({"success": True, "data": await service.summary(session, start, end)})
 
 
-@api_router.get("/timeseries", response_model=Envelope[dict[str, Any]])
+@api_router.get("/timeseries", summary="Usage over time", response_model=Envelope[dict[str, Any]])
 async def timeseries(
     _: OperatorDep,
     session: SessionDep,

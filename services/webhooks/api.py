@@ -34,7 +34,13 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-@router.post("/register", status_code=201, response_model=Envelope[RegisteredWebhook], responses=documented_errors(409))
+@router.post(
+    "/register",
+    summary="Register a webhook",
+    status_code=201,
+    response_model=Envelope[RegisteredWebhook],
+    responses=documented_errors(409),
+)
 async def register(
     body: RegisterWebhookRequest, user_id: UserIdDep, session: SessionDep, request: Request
 ) -> JsonResponse:
@@ -49,34 +55,34 @@ async def register(
     return ok(created, 201)
 
 
-@router.get("", response_model=Envelope[list[WebhookView]])
+@router.get("", summary="List webhooks", response_model=Envelope[list[WebhookView]])
 async def list_webhooks(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     return ok(await service.list_webhooks(session, user_id))
 
 
-@router.get("/callback-secret", response_model=Envelope[CallbackSecret])
+@router.get("/callback-secret", summary="Secret of callback_url deliveries", response_model=Envelope[CallbackSecret])
 async def callback_secret(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     return ok(CallbackSecret(secret=await service.callback_secret(session, user_id)))
 
 
-@router.delete("/{webhook_id}", response_model=Message)
+@router.delete("/{webhook_id}", summary="Delete a webhook", response_model=Message)
 async def delete(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     await service.delete(session, user_id, webhook_id)
     return JsonResponse({"success": True, "message": "Webhook deleted"})
 
 
-@router.post("/{webhook_id}/test", status_code=202, response_model=Envelope[DeliveryRef])
+@router.post("/{webhook_id}/test", summary="Send a test event", status_code=202, response_model=Envelope[DeliveryRef])
 async def send_test(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     delivery_id = await service.send_test(session, user_id, webhook_id)
     return ok(DeliveryRef(delivery_id=delivery_id), 202)
 
 
-@router.post("/{webhook_id}/enable", response_model=Envelope[WebhookView])
+@router.post("/{webhook_id}/enable", summary="Re-enable a webhook", response_model=Envelope[WebhookView])
 async def enable(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
     return ok(await service.enable(session, user_id, webhook_id))
 
 
-@router.get("/{webhook_id}/deliveries", response_model=Envelope[DeliveriesPage])
+@router.get("/{webhook_id}/deliveries", summary="Delivery log", response_model=Envelope[DeliveriesPage])
 async def deliveries(
     webhook_id: IdPath,
     user_id: UserIdDep,
@@ -89,6 +95,7 @@ async def deliveries(
 
 @router.post(
     "/{webhook_id}/deliveries/{delivery_id}/resend",
+    summary="Resend a delivery",
     status_code=202,
     response_model=Envelope[DeliveryRef],
     responses=documented_errors(409),

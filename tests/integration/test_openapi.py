@@ -81,6 +81,9 @@ def test_the_spec_is_valid_openapi_3_1(spec: dict[str, Any]) -> None:
 
 def test_the_spec_describes_exactly_the_contracts_operations(spec: dict[str, Any]) -> None:
     assert set(operations(spec)) == set(CONTRACT)
+    ids = [op["operationId"] for op in operations(spec).values()]
+    assert len(set(ids)) == len(ids), ids
+    assert all(op["summary"] and op["tags"] for op in operations(spec).values())
 
 
 def in_process_specs() -> dict[str, dict[str, Any]]:
