@@ -337,6 +337,10 @@ def gateway_settings(stack: Stack, **overrides: object) -> GatewaySettings:
         "webhooks_dispatcher_url": stack.service_urls["webhooks-dispatcher"],
         "telemetry_url": stack.service_urls["telemetry"],
         "health_cache_seconds": 0,
+        # As generous as the session stack's gateway: the per-IP sign-in window lives in the shared Redis, and
+        # the session's other tests sign in from 127.0.0.1 too. A test of a limit sets the one it tests.
+        "auth_ip_rate_limit_per_minute": 100_000,
+        "auth_failures_per_minute": 100_000,
     }
     values.update(overrides)
     return GatewaySettings(**values)  # type: ignore[arg-type]

@@ -29,7 +29,13 @@ class FakeServices:
         self.requests = 0
 
     def spec(self, service: str) -> dict[str, Any]:
-        probe = {"get": {"summary": self.summary, "responses": {"200": {"description": "ok"}}}}
+        probe = {
+            "get": {
+                "summary": self.summary,
+                "operationId": "probe_api_plugins_credits_probe_get",
+                "responses": {"200": {"description": "ok"}},
+            }
+        }
         paths = {"/api/plugins/credits/probe": probe} if service == "credits" else {}
         return {"openapi": "3.1.0", "info": {"title": service, "version": "x"}, "paths": paths}
 
