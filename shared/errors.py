@@ -208,15 +208,20 @@ def _is_bad_text(exc: BaseException) -> bool:
     return False
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JsonResponse:
+def unexpected_error_response(exc: BaseException, path: str, request_id: str | None) -> JsonResponse:
+    """A 500 in the envelope with the request id to quote (the details go to the log only), or a 400 when the
+    database refused the caller's text."""
     if _is_bad_text(exc):
         return error_response(
             400, "Text contains characters that cannot be stored", "INVALID_INPUT", {"reason": "text"}
         )
-    log.error("unhandled_exception", error_type=type(exc).__name__, path=request.url.path, exc_info=exc)
-    rid = _request_id(request)
-    headers = {"X-Request-Id": rid} if rid else None
-    return error_response(500, "Internal error", "INTERNAL_ERROR", {"requestId": rid}, headers)
+    log.error("unhandled_exception", error_type=type(exc).__name__, path=path, exc_info=exc)
+    headers = {"X-Request-Id": request_id} if request_id else None
+    return error_response(500, "Internal error", "INTERNAL_ERROR", {"requestId": request_id}, headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JsonResponse:
+    return unexpected_error_response(exc, request.url.path, _request_id(request))
 
 
 def install_error_handlers(app: FastAPI) -> None:

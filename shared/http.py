@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import install_error_handlers
+from shared.errors import install_error_handlers, unexpected_error_response
 from shared.identity import IdentityDep
 from shared.openapi import openapi_router
 from shared.responses import JsonResponse
@@ -73,9 +73,12 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status_holder = [500]
         header_value = request_id.encode()
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status_holder[0] = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER]
                 headers.append((REQUEST_ID_HEADER, header_value))
@@ -84,6 +87,13 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Answered here rather than by Starlette's catch-all, which re-raises after answering: uvicorn then
+            # closes the connection under the answer, and a caller on a pooled connection (the gateway) sees a
+            # broken upstream instead of this 500.
+            if response_started:
+                raise
+            await unexpected_error_response(exc, scope["path"], request_id)(scope, receive, send_with_id)
         finally:
             HTTP_REQUESTS.labels(self.service, scope["method"], str(status_holder[0])).inc()
             HTTP_LATENCY.labels(self.service).observe(time.perf_counter() - started)

@@ -115,6 +115,15 @@ def test_unexpected_exception_is_500_without_internals(base_url: str) -> None:
     assert "RuntimeError" not in response.text
 
 
+async def test_an_unexpected_exception_does_not_escape_the_app() -> None:
+    """The 500 is the app's whole answer: nothing propagates to the server, which would close the connection."""
+    transport = httpx.ASGITransport(app=build_app())  # re-raises whatever escapes the app
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        response = await client.get("/boom", headers={"x-request-id": "req-boom-2"})
+    body = assert_envelope(response, 500, "INTERNAL_ERROR")
+    assert body["details"] == {"requestId": "req-boom-2"}
+
+
 def test_request_id_echoed_or_generated(base_url: str) -> None:
     assert httpx.get(base_url + "/health/live", headers={"x-request-id": "abc-123"}).headers["x-request-id"] == (
         "abc-123"

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from openapi_spec_validator import OpenAPIV31SpecValidator
+from pydantic_asyncapi import AsyncAPI
 
 from services.auth import main as auth_main
 from services.credits import main as credits_main
@@ -168,6 +169,7 @@ def test_the_docs_page_works_without_a_cdn(stack: Stack) -> None:
 def test_the_asyncapi_document_describes_every_topic(stack: Stack) -> None:
     document = httpx.get(stack.gateway_url + "/api/plugins/asyncapi.json").json()
     assert document["asyncapi"].startswith("3.")
+    AsyncAPI.model_validate(document)  # a valid AsyncAPI 3.0 document
     channels = document["channels"]
     assert set(channels) == {RENDER_EVENTS, RENDER_JOBS, APIKEY_EVENTS, GATEWAY_REQUESTS, WEBHOOK_EVENTS}
     render_event = document["components"]["schemas"]["RenderEventV1"]
