@@ -99,7 +99,7 @@ async def docs() -> HTMLResponse:
         swagger_js_url=f"{DOCS_PATH}/assets/swagger-ui-bundle.js",
         swagger_css_url=f"{DOCS_PATH}/assets/swagger-ui.css",
         swagger_favicon_url="/admin/favicon.svg",
-        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+        swagger_ui_parameters={"displayRequestDuration": True},  # credentials typed in are not kept
     )
     page.headers.update({"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"})
     return page

@@ -8,6 +8,7 @@ attempts are lower bounds set by ``Retry-After`` (correctness), never performanc
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import socket
@@ -155,6 +156,7 @@ def render_status(render_id: str, status: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+NOW = "2026-01-01T00:00:00Z"
 CREATED = ok({"renderId": "r-1", "status": "pending", "creditsCost": 5, "estimatedTime": 3}, 202)
 
 
@@ -419,6 +421,66 @@ def test_an_expired_access_token_is_refreshed_once_and_the_request_repeated(serv
     assert renewed == ["access-2"]
     assert json.loads(server.requests("/api/plugins/auth/refresh")[0].body) == {"refresh_token": "refresh-1"}
     assert len(server.requests("/api/plugins/auth/me")) == 2
+
+
+async def test_calls_meeting_an_expiry_together_share_one_refresh(server: ScriptedServer) -> None:
+    """Presenting a refresh token twice makes the server revoke its family: one refresh, whoever needs it."""
+
+    def credits(seen: Seen) -> Reply:
+        time.sleep(0.05)  # all the calls are in flight before the first expiry comes back
+        if seen.headers.get("authorization") != "Bearer access-2":
+            return refusal(401, "TOKEN_EXPIRED")
+        return ok({"balance": 3})
+
+    def refresh(_: Seen) -> Reply:
+        time.sleep(0.2)  # the others meet the expiry while this refresh is under way
+        return Reply(200, tokens(2))
+
+    server.script("GET", "/api/plugins/credits", credits)
+    server.script("POST", "/api/plugins/auth/refresh", refresh)
+    async with AsyncClient(server.url, access_token="access-1", refresh_token="refresh-1") as client:
+        balances = await asyncio.gather(*(client.credits.get() for _ in range(4)))
+    assert [b.balance for b in balances] == [3, 3, 3, 3]
+    assert len(server.requests("/api/plugins/auth/refresh")) == 1
+
+
+def test_a_503_repeats_only_what_cannot_be_done_twice(server: ScriptedServer) -> None:
+    """The gateway's 503 can come after the service did the work: a key create is not sent again, a read is."""
+    unavailable = refusal(503, "SERVICE_UNAVAILABLE")
+    server.script("POST", "/api/plugins/keys", unavailable)
+    server.script("DELETE", "/api/plugins/keys/k-1", unavailable)
+    server.script("GET", "/api/plugins/credits", unavailable, ok({"balance": 1}))
+    with Client(server.url, access_token="a", retry=FAST) as client:
+        with pytest.raises(renderiq.ServiceUnavailableError):
+            client.keys.create("k", ["renders:read"])
+        with pytest.raises(renderiq.ServiceUnavailableError):
+            client.keys.delete("k-1")
+        assert client.credits.get().balance == 1
+    assert len(server.requests("/api/plugins/keys")) == 1
+    assert len(server.requests("/api/plugins/keys/k-1")) == 1
+    assert len(server.requests("/api/plugins/credits")) == 2
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    pair = renderiq.TokenPair.model_validate(tokens(7))
+    key = renderiq.CreatedApiKey.model_validate(
+        {"id": "k", "name": "n", "key": "rk_live_SECRET", "keyPrefix": "rk_live_S", "scopes": [], "createdAt": NOW}
+    )
+    hook = renderiq.CreatedWebhook.model_validate(
+        {"webhookId": "w", "url": "https://x.example", "secret": "whsec_SECRET", "events": ["*"], "createdAt": NOW}
+    )
+    shown = repr(pair) + repr(key) + repr(hook) + str(pair) + str(key) + str(hook)
+    assert "access-7" not in shown
+    assert "refresh-7" not in shown
+    assert "SECRET" not in shown
+
+
+def test_an_answer_not_in_the_documented_shape_is_an_sdk_error(server: ScriptedServer) -> None:
+    server.script("GET", "/api/plugins/credits", Reply(200, {"unexpected": True}, {"X-Request-Id": "req-odd"}))
+    with Client(server.url, api_key="rk_live_test") as client, pytest.raises(renderiq.RenderiqError) as caught:
+        client.credits.get()
+    assert caught.value.request_id == "req-odd"
+    assert caught.value.status_code == 200
 
 
 def test_a_failed_refresh_raises_the_original_expiry(server: ScriptedServer) -> None:

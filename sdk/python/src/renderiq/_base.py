@@ -86,15 +86,18 @@ class BaseClient(Generic[HttpT]):
             self._core.store_tokens(tokens)
         return tokens
 
-    def _signed_out(self, refresh_token: str | None) -> str:
-        """The refresh token to revoke; the client forgets its tokens when they are the ones revoked."""
-        held = self._core.credentials
-        token = refresh_token or held.refresh_token
+    def _signing_out(self, refresh_token: str | None) -> str:
+        """The refresh token to revoke."""
+        token = refresh_token or self._core.credentials.refresh_token
         if not token:
             raise ValueError("no refresh token: pass one, or sign in with this client first")
+        return token
+
+    def _signed_out(self, token: str) -> None:
+        """Once the server revoked it: the client forgets its tokens when they are the ones revoked."""
+        held = self._core.credentials
         if token == held.refresh_token:
             held.access_token = held.refresh_token = None
-        return token
 
     def _held_refresh_token(self, refresh_token: str | None) -> str:
         token = refresh_token or self._core.credentials.refresh_token

@@ -12,7 +12,8 @@ from pydantic import BaseModel, TypeAdapter
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# DELETE is left out: its effect is idempotent but its answer is not (a repeated delete says 404 or 409).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT"})
 Params = Mapping[str, str | int]
 
 

@@ -5,6 +5,8 @@ steps (``Client`` with blocking calls, ``AsyncClient`` with awaits)."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -21,6 +23,8 @@ from renderiq.retries import RetryPolicy, parse_retry_after
 T = TypeVar("T")
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+REFRESH_WAIT = 30.0
+"""How long a call waits for another's token refresh before trying its own (the other may have been abandoned)."""
 PLATFORM_NAMES = {
     "sketchup": "SketchUp",
     "revit": "Revit",
@@ -117,6 +121,8 @@ class ClientCore:
         self.retry = retry
         self.auto_refresh = auto_refresh
         self.on_token_refresh = on_token_refresh
+        self._refresh_state = threading.Lock()  # held only to check and claim, never across a request
+        self._refreshing_since: float | None = None
 
     def url(self, path: str) -> str:
         return path if "://" in path else self.base_url + path
@@ -154,6 +160,7 @@ class ClientCore:
         retry_number = 0
         refreshed = False
         while True:
+            sent_with = self.credentials.access_token
             outcome = yield Send(self.request(call), call.stream)
             if isinstance(outcome, httpx.TransportError):
                 repeatable = call.safe_to_repeat or isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout)
@@ -163,22 +170,56 @@ class ClientCore:
             else:
                 assert outcome is not None, "a Send step is answered with its outcome"
                 if outcome.is_success or outcome.status_code in call.accept:
-                    return call.parse(outcome)
+                    return self._parsed(call, outcome)
                 error = error_from_response(outcome)
                 if not refreshed and self._refreshable(call, error):
                     refreshed = True
-                    yield from self._refresh(error)
+                    yield from self._refresh_once(error, sent_with)
                     continue
-                retryable = call.retry and outcome.status_code in self.retry.retry_statuses
+                # A 429 was refused before any work; a 503 may come after the service did the work (the gateway
+                # lost its answer), so it is repeated only when repeating cannot do the work twice.
+                status = outcome.status_code
+                retryable = (
+                    call.retry and status in self.retry.retry_statuses and (status == 429 or call.safe_to_repeat)
+                )
                 delay = self.retry.delay(retry_number, parse_retry_after(outcome.headers)) if retryable else None
                 if delay is None:
                     raise error
             yield Sleep(delay)
             retry_number += 1
 
+    @staticmethod
+    def _parsed(call: Call[T], response: httpx.Response) -> T:
+        try:
+            return call.parse(response)
+        except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not the documented shape
+            raise RenderiqError(
+                f"Unexpected answer to {call.method} {call.path}: {exc}",
+                status_code=response.status_code,
+                request_id=response.headers.get("x-request-id"),
+            ) from exc
+
     def _refreshable(self, call: Call[Any], error: RenderiqError) -> bool:
         held = self.credentials.access_token and self.credentials.refresh_token
         return bool(self.auto_refresh and held and call.authenticated and error.error_code == "TOKEN_EXPIRED")
+
+    def _refresh_once(self, expired: RenderiqError, sent_with: str | None) -> Generator[Step, Outcome, None]:
+        """One refresh for every call that met the expiry at the same time: presenting a refresh token twice
+        makes the server revoke its whole family. The others wait for it and go on with the new token."""
+        while True:
+            with self._refresh_state:
+                if self.credentials.access_token != sent_with:
+                    return  # renewed meanwhile
+                idle = self._refreshing_since is None or time.monotonic() - self._refreshing_since > REFRESH_WAIT
+                if idle:
+                    self._refreshing_since = time.monotonic()
+            if idle:
+                try:
+                    yield from self._refresh(expired)
+                finally:
+                    self._refreshing_since = None
+                return
+            yield Sleep(0.05)
 
     def _refresh(self, expired: RenderiqError) -> Generator[Step, Outcome, None]:
         """Renew the token pair once; when that fails, the original ``TOKEN_EXPIRED`` is the error raised."""

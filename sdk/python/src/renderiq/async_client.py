@@ -124,7 +124,9 @@ class AsyncAuth(Resource[AsyncClient]):
         return self._client._signed_in(await self._client._run(call), set_token)
 
     async def signout(self, refresh_token: str | None = None) -> None:
-        await self._client._run(ep.signout(self._client._signed_out(refresh_token)))
+        token = self._client._signing_out(refresh_token)
+        await self._client._run(ep.signout(token))
+        self._client._signed_out(token)
 
     async def me(self) -> models.User:
         return await self._client._run(ep.me())

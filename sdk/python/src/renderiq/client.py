@@ -129,7 +129,9 @@ class Auth(Resource[Client]):
         return self._client._signed_in(self._client._run(call), set_token)
 
     def signout(self, refresh_token: str | None = None) -> None:
-        self._client._run(ep.signout(self._client._signed_out(refresh_token)))
+        token = self._client._signing_out(refresh_token)
+        self._client._run(ep.signout(token))
+        self._client._signed_out(token)
 
     def me(self) -> models.User:
         return self._client._run(ep.me())

@@ -52,8 +52,8 @@ class User(Model):
 class TokenPair(Model):
     """An access token (``Bearer``, one hour) and the refresh token that renews it once."""
 
-    access_token: str
-    refresh_token: str
+    access_token: str = Field(repr=False)
+    refresh_token: str = Field(repr=False)
     expires_at: datetime
     token_type: str = "Bearer"
 
@@ -78,7 +78,7 @@ class CreatedApiKey(Model):
 
     id: str
     name: str
-    key: str
+    key: str = Field(repr=False)
     key_prefix: str
     scopes: list[str]
     expires_at: datetime | None = None
@@ -195,7 +195,7 @@ class CreatedWebhook(Model):
 
     webhook_id: str
     url: str
-    secret: str
+    secret: str = Field(repr=False)
     events: list[str]
     description: str | None = None
     created_at: datetime
