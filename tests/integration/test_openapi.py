@@ -161,6 +161,7 @@ def test_the_docs_page_works_without_a_cdn(stack: Stack) -> None:
         assert served.status_code == 200, asset
         assert kind in served.headers["content-type"], asset
     assert "cdn." not in page.text.lower()
+    assert "persistAuthorization" not in page.text  # credentials typed into the page are not kept in the browser
     missing = httpx.get(stack.gateway_url + "/api/plugins/docs/assets/..%2F..%2Fsecrets")
     assert missing.status_code == 404
     assert missing.json()["errorCode"] == "NOT_FOUND"

@@ -461,6 +461,16 @@ def test_a_503_repeats_only_what_cannot_be_done_twice(server: ScriptedServer) ->
     assert len(server.requests("/api/plugins/credits")) == 2
 
 
+def test_a_failed_signout_keeps_the_tokens(server: ScriptedServer) -> None:
+    server.script("POST", "/api/plugins/auth/signout", refusal(500, "INTERNAL_ERROR"), Reply(200, {"success": True}))
+    with Client(server.url, access_token="a", refresh_token="r", retry=FAST) as client:
+        with pytest.raises(renderiq.ServerError):
+            client.auth.signout()
+        assert client.credentials.refresh_token == "r", "still valid on the server: not forgotten"
+        client.auth.signout()
+        assert client.credentials.refresh_token is None
+
+
 def test_secrets_stay_out_of_reprs() -> None:
     pair = renderiq.TokenPair.model_validate(tokens(7))
     key = renderiq.CreatedApiKey.model_validate(
