@@ -8,7 +8,6 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.responses import JsonResponse
@@ -229,7 +228,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    # Database errors get their own handler: Starlette re-raises whatever reaches the catch-all after answering,
-    # and uvicorn then closes the connection under the answer, which the gateway sees as a broken upstream.
-    app.add_exception_handler(DBAPIError, _unexpected_error)
     app.add_exception_handler(Exception, _unexpected_error)
