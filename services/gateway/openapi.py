@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.gateway import api as gateway_api
+from services.gateway.platform import PLATFORMS
 from services.gateway.routing import ROUTES, Access, policy_for, route_for
 from shared.errors import ERROR_DESCRIPTIONS, ErrorResponse
 from shared.openapi import service_openapi
@@ -22,7 +23,6 @@ API_VERSION = gateway_api.API_VERSION
 TITLE = "Plugin platform API"
 SCHEMA_REF = "#/components/schemas/"
 ERROR_REF = {"$ref": SCHEMA_REF + "ErrorResponse"}
-PLATFORMS = ["sketchup", "revit", "autocad", "rhino", "archicad", "blender"]
 
 DESCRIPTION = """\
 The public API of the rendering service's plugin platform: sign in, hold scoped API keys, submit a screenshot of a
@@ -88,7 +88,7 @@ PLUGIN_PARAMETERS = [
             + ", ".join(f"`{p}`" for p in PLATFORMS)
             + " (case-insensitive). Anything else, or none, falls back to the User-Agent, then `unknown`."
         ),
-        "schema": {"type": "string", "examples": PLATFORMS},
+        "schema": {"type": "string", "examples": list(PLATFORMS)},
     },
     {
         "name": "X-Plugin-Version",

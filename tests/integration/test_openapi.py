@@ -21,6 +21,7 @@ from services.gateway.openapi import DOCUMENTED_SERVICES, build_openapi
 from services.renders import main as renders_main
 from services.telemetry import main as telemetry_main
 from services.webhooks import main as webhooks_main
+from shared.apikeys import SCOPES
 from shared.events.topics import APIKEY_EVENTS, GATEWAY_REQUESTS, RENDER_EVENTS, RENDER_JOBS, WEBHOOK_EVENTS
 from shared.openapi import service_openapi
 from shared.testing.contract import Conformance, load_schema, load_spec
@@ -63,7 +64,7 @@ CONTRACT: dict[tuple[str, str], str] = {
     ("get", "/api/admin/telemetry/summary"): "operator",
     ("get", "/api/admin/telemetry/timeseries"): "operator",
 }
-ALL_SCOPES = ["renders:create", "renders:read", "projects:read", "projects:write", "webhook:write"]
+ALL_SCOPES = list(SCOPES)
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,13 @@ from schemathesis import GenerationMode
 from schemathesis.core.failures import Failure
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
+from shared.apikeys import SCOPES
 from shared.testing.contract import CONFORMANCE_CHECKS, load_schema, load_spec
 from shared.testing.fixtures import PluginUser, Stack
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 ARTIFACT = Path("test-artifacts") / "schemathesis.json"
-ALL_SCOPES = ["renders:create", "renders:read", "projects:read", "projects:write", "webhook:write"]
+ALL_SCOPES = list(SCOPES)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
 TokensT = TypeVar("TokensT", AuthResponse, TokenPair)
 
 
-class BaseClient(Generic[HttpT]):
+class BaseClient(ABC, Generic[HttpT]):
     """Configuration common to both clients (see ``Client`` for the arguments)."""
 
     def __init__(
@@ -56,8 +57,9 @@ class BaseClient(Generic[HttpT]):
         self._owns_http = http_client is None
         self._http: HttpT = http_client if http_client is not None else self._new_http()
 
+    @abstractmethod
     def _new_http(self) -> HttpT:
-        raise NotImplementedError
+        """The transport's own httpx client, when the caller gave none."""
 
     @property
     def base_url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -26,8 +27,9 @@ class CursorPage(Model, Generic[T]):
     next_cursor: str | None = None
 
     @property
+    @abstractmethod
     def items(self) -> list[T]:
-        raise NotImplementedError
+        """The page's entries, whatever the endpoint calls them (``renders``, ``transactions``...)."""
 
 
 # -- auth ---------------------------------------------------------------------------------------------------------
