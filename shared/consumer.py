@@ -1,27 +1,52 @@
-"""Idempotent consumers: the processed event id is recorded in the same transaction as the event's effect.
+"""The one consumer layer: every Kafka consumer of the platform is a :class:`Consumer` with one of three shapes.
 
-A consumer wraps each message in :func:`handle_once`; the Kafka offset is committed (the message acked) only after
-that transaction commits, so a crash in between redelivers the event and the recorded id turns it into a no-op.
+- **per record** (:func:`per_record`): records of one partition one after another, partitions side by side; the
+  idempotent shape (:func:`idempotent`) records the event id in the same transaction as the effect (credits,
+  webhooks), the render worker claims jobs.
+- **batch** (:func:`batched`): a whole fetch in one call (telemetry's one transaction per batch); a batch that fails
+  for a reason of its own is split, so the bad record is isolated and the others are stored.
+- **broadcast** (``group=None``): every partition, no group, positions kept in memory (the gateway's cache
+  invalidation); a fresh reader starts at the end, one whose broker lost its data starts over from the beginning.
+
+Promises, the same for every shape:
+- An offset is committed only after its record's effect committed (or the record was dead-lettered): a crash in
+  between redelivers it, and consumers dedupe by event id.
+- Transient failures (database, broker, storage or a platform service away; ``shared.faults``) pause the partition
+  and retry without limit; they never dead-letter anything.
+- Any other failure is retried for ``budget_seconds`` (``CONSUMER_RETRY_BUDGET_SECONDS``), then the record goes to
+  the group's dead-letter topic with its key, headers and value plus the group, source position, error and attempt
+  count, and the partition moves on. A record that can never work (:class:`PoisonRecord`) goes there at once.
+- One reconnect loop with backoff for every shape; a broker that comes back as a new cluster (it lost its data)
+  restarts the consumer from the new broker's state instead of positions that no longer mean anything.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import functools
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import structlog
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Column, DateTime, MetaData, Table, Text, func
+from sqlalchemy import Column, DateTime, MetaData, Table, Text, delete, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import unit_of_work
 from shared.events.envelope import CloudEvent
+from shared.events.topics import dead_letter_topic
+from shared.faults import PoisonRecord, is_transient
+from shared.kafka import cluster_id, ensure_topics, make_producer
+from shared.settings import ServiceSettings
 
 log = structlog.stdlib.get_logger(__name__)
 T = TypeVar("T")
@@ -29,8 +54,419 @@ T = TypeVar("T")
 # How long a fetch may wait for data on the broker: short, so an event is handled as soon as it lands (a broker
 # that does not answer early, like the embedded one, would otherwise add up to 500 ms to every event).
 FETCH_MAX_WAIT_MS = 50
+DLQ_HEADER_PREFIX = "x-dlq-"
 
 EVENTS_CONSUMED = Counter("plugin_events_consumed_total", "Events consumed", ["group", "type", "outcome"])
+DEAD_LETTERED = Counter("plugin_dead_lettered_total", "Records sent to a dead-letter topic", ["group", "topic"])
+CONSUMER_RETRIES = Counter("plugin_consumer_retries_total", "Failed tries of a record", ["group", "kind"])
+
+
+# --- retrying one record ----------------------------------------------------------------------------------------
+
+
+class Backoff:
+    """Exponential pauses with jitter: ``first`` doubling up to ``most``; ``reset`` after a success."""
+
+    def __init__(self, first: float = 0.2, most: float = 5.0) -> None:
+        self.first = first
+        self.most = most
+        self.current = first
+
+    def reset(self) -> None:
+        self.current = self.first
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.current * random.uniform(0.8, 1.2))
+        self.current = min(self.current * 2, self.most)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    budget_seconds: float = 30.0
+    """How long a record failing for a reason of its own is retried before it is dead-lettered."""
+    first_delay: float = 0.2
+    max_delay: float = 5.0
+
+
+class Interrupted(Exception):
+    """The consumer is stopping: the record in hand is left uncommitted (it is redelivered)."""
+
+
+# --- dead letters -----------------------------------------------------------------------------------------------
+
+
+class DeadLetters:
+    """Publishes records a group gave up on to its dead-letter topic, unchanged plus ``x-dlq-*`` headers."""
+
+    def __init__(self, bootstrap: str, group: str, client_id: str, create_topic_partitions: int | None) -> None:
+        self.bootstrap = bootstrap
+        self.group = group
+        self.topic = dead_letter_topic(group)
+        self.client_id = client_id
+        self.create_topic_partitions = create_topic_partitions
+        self._producer: AIOKafkaProducer | None = None
+
+    async def publish(self, record: ConsumerRecord, error: BaseException, attempts: int) -> None:
+        """Until the broker takes it (a dead letter is never dropped); cancellation passes through."""
+        headers = [(k, v) for k, v in record.headers if not k.startswith(DLQ_HEADER_PREFIX)]
+        headers += [
+            (f"{DLQ_HEADER_PREFIX}group", self.group.encode()),
+            (f"{DLQ_HEADER_PREFIX}topic", record.topic.encode()),
+            (f"{DLQ_HEADER_PREFIX}partition", str(record.partition).encode()),
+            (f"{DLQ_HEADER_PREFIX}offset", str(record.offset).encode()),
+            (f"{DLQ_HEADER_PREFIX}error", f"{type(error).__name__}: {error}"[:1000].encode(errors="replace")),
+            (f"{DLQ_HEADER_PREFIX}attempts", str(attempts).encode()),
+            (f"{DLQ_HEADER_PREFIX}time", datetime.now(UTC).isoformat().encode()),
+        ]
+        backoff = Backoff()
+        while True:
+            try:
+                producer = await self._ready()
+                await producer.send_and_wait(self.topic, value=record.value, key=record.key, headers=headers)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("dead_letter_publish_retry", topic=self.topic, error=f"{type(exc).__name__}: {exc}")
+                await self.close()
+                await backoff.sleep()
+
+    async def _ready(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            if self.create_topic_partitions:
+                await ensure_topics(self.bootstrap, self.create_topic_partitions, topics=[self.topic])
+            producer = make_producer(self.bootstrap, client_id=f"{self.client_id}-dlq")
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 2)
+
+
+# --- shapes -----------------------------------------------------------------------------------------------------
+
+RecordHandler = Callable[[ConsumerRecord], Awaitable[object]]
+BatchHandler = Callable[[Sequence[ConsumerRecord]], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How a consumer hands records to its code: one at a time (``one``) or a whole fetch (``many``)."""
+
+    one: RecordHandler | None = None
+    many: BatchHandler | None = None
+
+
+def per_record(handle: RecordHandler) -> Shape:
+    return Shape(one=handle)
+
+
+def batched(handle: BatchHandler) -> Shape:
+    return Shape(many=handle)
+
+
+# --- the consumer -----------------------------------------------------------------------------------------------
+
+
+class BrokerReset(Exception):
+    """The broker answers as a new cluster: what this consumer knew of offsets is void."""
+
+
+class Consumer:
+    """One consumer group (or broadcast reader) on ``topics``, run as a task: ``start``, then ``stop``."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topics: Sequence[str],
+        group: str | None,
+        name: str,
+        shape: Shape,
+        policy: RetryPolicy | None = None,
+        max_records: int = 500,
+        max_poll_interval_ms: int = 300_000,
+        cluster_check_seconds: float = 5.0,
+        create_topic_partitions: int | None = None,
+    ) -> None:
+        """``name`` labels logs and metrics and names the dead-letter topic (the group, or the reader's name)."""
+        self.bootstrap = bootstrap
+        self.topics = list(topics)
+        self.group = group
+        self.name = name
+        self.shape = shape
+        self.policy = policy or RetryPolicy()
+        self.max_records = max_records
+        self.max_poll_interval_ms = max_poll_interval_ms
+        self.cluster_check_seconds = cluster_check_seconds
+        self.dead_letters = DeadLetters(bootstrap, name, name, create_topic_partitions)
+        self.ready = asyncio.Event()
+        self._positions: dict[TopicPartition, int] = {}
+        self._from_beginning = False
+        self._cluster: str | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._work: asyncio.Task[None] | None = None
+
+    # lifecycle ----------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"consumer-{self.name}")
+
+    async def stop(self, grace_seconds: float = 0.0) -> None:
+        """Stop fetching; the work in hand gets ``grace_seconds`` to finish and commit, then it is cancelled
+        (uncommitted records are redelivered to whoever takes the partitions)."""
+        self._stopping.set()
+        work = self._work
+        if work is not None and not work.done() and grace_seconds > 0:
+            await asyncio.wait({work}, timeout=grace_seconds)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.dead_letters.close()
+
+    async def run(self) -> None:
+        """Connect, consume, and reconnect with backoff whenever the broker goes away; until cancelled."""
+        backoff = Backoff(0.5, 10.0)
+        while not self._stopping.is_set():
+            consumer = self._new_consumer()
+            try:
+                await consumer.start()
+                await self._check_cluster(consumer)
+                if self.group is None:
+                    await self._assign(consumer)
+                self.ready.set()
+                backoff.reset()
+                log.info("consumer_started", consumer=self.name, topics=self.topics)
+                await self._consume(consumer)
+            except asyncio.CancelledError:
+                raise
+            except BrokerReset:
+                log.warning("consumer_broker_reset", consumer=self.name)
+            except Exception as exc:
+                log.warning("consumer_retry", consumer=self.name, error=f"{type(exc).__name__}: {exc}")
+                await backoff.sleep()
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(consumer.stop(), 5)
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        topics = self.topics if self.group is not None else []
+        return AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            client_id=self.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            max_poll_interval_ms=self.max_poll_interval_ms,
+        )
+
+    async def _check_cluster(self, consumer: AIOKafkaConsumer) -> None:
+        current = await cluster_id(consumer._client)
+        if self._cluster is not None and current != self._cluster:
+            log.warning("broker_lost_its_data", consumer=self.name, previous=self._cluster, current=current)
+            self._positions.clear()
+            self._from_beginning = True
+            self._cluster = current
+            raise BrokerReset(current)
+        self._cluster = current
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
+        """Broadcast: every partition; where this reader was, else the end (fresh) or the start (broker reset)."""
+        await consumer.topics()
+        assigned: list[TopicPartition] = []
+        for topic in self.topics:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                raise RuntimeError(f"topic {topic} has no partitions yet")
+            assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        fresh = [tp for tp in assigned if tp not in self._positions]
+        if fresh and self._from_beginning:
+            await consumer.seek_to_beginning(*fresh)
+        elif fresh:
+            await consumer.seek_to_end(*fresh)
+        for tp in assigned:
+            if tp in self._positions:
+                consumer.seek(tp, self._positions[tp])
+        self._from_beginning = False
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        checked = time.monotonic()
+        while not self._stopping.is_set():
+            fetched = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
+            if self._stopping.is_set():
+                return  # fetched but not handled: redelivered to whoever takes the partitions
+            if fetched:
+                self._work = asyncio.create_task(self._handle(consumer, fetched))
+                try:
+                    await self._work
+                finally:
+                    self._work = None
+            if time.monotonic() - checked > self.cluster_check_seconds:
+                checked = time.monotonic()
+                await self._check_cluster(consumer)
+
+    # handling -------------------------------------------------------------------------------------------------------
+
+    async def _handle(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        if self.shape.many is not None:
+            done = await self._handle_batch(self.shape.many, fetched)
+        else:
+            results = await asyncio.gather(
+                *(self._handle_partition(records) for records in fetched.values()), return_exceptions=True
+            )
+            done = {}
+            for tp, result in zip(fetched, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Interrupted | asyncio.CancelledError):
+                        raise result
+                elif result is not None:
+                    done[tp] = result
+        await self._commit(consumer, done)
+
+    async def _handle_partition(self, records: list[ConsumerRecord]) -> int | None:
+        """One partition's records in order; the next offset to commit (None when none was handled)."""
+        assert self.shape.one is not None
+        handle = self.shape.one
+        committed: int | None = None
+        for record in records:
+            if self._stopping.is_set():
+                break
+            await self._with_budget(record, functools.partial(handle, record))
+            committed = record.offset + 1
+        return committed
+
+    async def _handle_batch(
+        self, handle: BatchHandler, fetched: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> dict[TopicPartition, int]:
+        records = [r for partition in fetched.values() for r in partition]
+        backoff = Backoff(self.policy.first_delay, self.policy.max_delay)
+        while True:
+            try:
+                await handle(records)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    # The batch's own fault: one record at a time, so only the bad one is retried and set aside.
+                    log.warning("batch_failed_isolating", consumer=self.name, error=f"{type(exc).__name__}: {exc}")
+                    for record in records:
+                        await self._with_budget(record, functools.partial(handle, [record]))
+                    break
+                CONSUMER_RETRIES.labels(self.name, "transient").inc()
+                log.warning("batch_waiting_for_infrastructure", consumer=self.name, error=type(exc).__name__)
+                if self._stopping.is_set():
+                    raise Interrupted from exc
+                await backoff.sleep()
+        return {tp: partition[-1].offset + 1 for tp, partition in fetched.items()}
+
+    async def _with_budget(self, record: ConsumerRecord, attempt: Callable[[], Awaitable[object]]) -> None:
+        """Run ``attempt`` until it succeeds; transient failures wait without limit, others get the budget."""
+        backoff = Backoff(self.policy.first_delay, self.policy.max_delay)
+        failures = 0
+        first_failure: float | None = None
+        while True:
+            try:
+                await attempt()
+                self._remember(record)
+                return
+            except asyncio.CancelledError:
+                raise
+            except PoisonRecord as exc:
+                await self._dead_letter(record, exc, failures + 1)
+                return
+            except Exception as exc:
+                if is_transient(exc):
+                    CONSUMER_RETRIES.labels(self.name, "transient").inc()
+                    log.warning("record_waiting_for_infrastructure", consumer=self.name, error=type(exc).__name__)
+                else:
+                    failures += 1
+                    first_failure = first_failure or time.monotonic()
+                    CONSUMER_RETRIES.labels(self.name, "failure").inc()
+                    if time.monotonic() - first_failure >= self.policy.budget_seconds:
+                        await self._dead_letter(record, exc, failures)
+                        return
+                    log.warning(
+                        "record_failed_retrying",
+                        consumer=self.name,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        attempt=failures,
+                        error=f"{type(exc).__name__}: {exc}"[:500],
+                    )
+                if self._stopping.is_set():
+                    raise Interrupted from exc
+                await backoff.sleep()
+
+    def _remember(self, record: ConsumerRecord) -> None:
+        self._positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+
+    async def _dead_letter(self, record: ConsumerRecord, error: BaseException, attempts: int) -> None:
+        await self.dead_letters.publish(record, error, attempts)
+        self._remember(record)
+        DEAD_LETTERED.labels(self.name, record.topic).inc()
+        log.error(
+            "record_dead_lettered",
+            consumer=self.name,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            dead_letter_topic=self.dead_letters.topic,
+            attempts=attempts,
+            error=f"{type(error).__name__}: {error}"[:500],
+        )
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        if self.group is None or not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partitions moved to another member meanwhile: it gets the records again and dedupes them.
+            log.info("consumer_commit_skipped", consumer=self.name, error=type(exc).__name__)
+
+
+def consumer_for(
+    settings: ServiceSettings,
+    *,
+    topics: Sequence[str],
+    group: str | None,
+    shape: Shape,
+    name: str | None = None,
+    **options: int,
+) -> Consumer:
+    """A :class:`Consumer` configured from the process's settings (broker, retry budget, topic creation)."""
+    name = name or group
+    assert name, "a broadcast reader needs a name (it names its dead-letter topic)"
+    return Consumer(
+        bootstrap=settings.kafka_bootstrap_servers,
+        topics=topics,
+        group=group,
+        name=name,
+        shape=shape,
+        policy=RetryPolicy(budget_seconds=settings.consumer_retry_budget_seconds),
+        cluster_check_seconds=settings.kafka_cluster_check_seconds,
+        create_topic_partitions=settings.kafka_partitions if settings.kafka_create_topics else None,
+        **options,
+    )
+
+
+# --- idempotent effects -----------------------------------------------------------------------------------------
 
 
 def processed_events_table(metadata: MetaData) -> Table:
@@ -54,6 +490,13 @@ async def claim_event(session: AsyncSession, table: Table, event: CloudEvent) ->
     return (await session.execute(stmt)).first() is not None
 
 
+async def forget_processed(session: AsyncSession, table: Table, older_than_seconds: float) -> int:
+    """Retention of processed-event ids (keep them longer than any redelivery or replay can come)."""
+    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds)
+    result = await session.execute(delete(table).where(table.c.processed_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def handle_once(
     sessions: async_sessionmaker[AsyncSession],
     table: Table,
@@ -63,7 +506,6 @@ async def handle_once(
     group: str,
 ) -> T | None:
     """Run ``effect`` once per event id; returns None (and does nothing) for a duplicate."""
-    structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
     async with unit_of_work(sessions) as session:
         if not await claim_event(session, table, event):
             EVENTS_CONSUMED.labels(group, event.type, "duplicate").inc()
@@ -79,59 +521,49 @@ P = TypeVar("P", bound=BaseModel)
 
 
 def with_payload(model: type[P], effect: Callable[[AsyncSession, CloudEvent, P], Awaitable[object]]) -> Effect:
-    """An effect that receives the event's data parsed as ``model``; a payload that does not parse is logged and
-    skipped (redelivering cannot fix it, and retrying it forever would stall the partition)."""
+    """An effect that receives the event's data parsed as ``model``; a payload that does not parse is a poison
+    record (redelivering cannot fix it): dead-lettered at once."""
 
     async def run(session: AsyncSession, event: CloudEvent) -> object:
         try:
             payload = model.model_validate(event.data)
         except ValidationError as exc:
-            log.error("event_payload_invalid", errors=exc.errors(include_url=False, include_input=False))
-            return None
+            errors = exc.errors(include_url=False, include_input=False)
+            raise PoisonRecord(f"payload of {event.type} does not parse: {errors}") from None
         return await effect(session, event, payload)
 
     return run
 
 
-def subscribe_idempotent(
-    broker: KafkaBroker,
-    topic: str,
-    *,
-    group: str,
+def parse_event(record: ConsumerRecord) -> CloudEvent:
+    """The record as a CloudEvent, bound to the log context; a record that is not one is a poison record."""
+    try:
+        event = CloudEvent.from_kafka(list(record.headers), record.value or b"")
+    except ValueError as exc:
+        raise PoisonRecord(f"not a CloudEvent: {exc}") from None
+    structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
+    if request_id := event.extensions.get("requestid"):
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+    return event
+
+
+def idempotent(
     sessions: async_sessionmaker[AsyncSession],
     table: Table,
     effect: Effect,
+    *,
+    group: str,
     event_types: frozenset[str] | None = None,
-) -> None:
-    """Subscribe ``effect`` to ``topic`` in consumer group ``group``, once per event id.
+) -> Shape:
+    """Per record, once per event id: types not in ``event_types`` are acknowledged and skipped (a consumer
+    ignores what it does not know)."""
 
-    The offset is committed only after the effect's transaction commits (ack after success; a raised error nacks,
-    so the record is fetched again). Records that are not CloudEvents, or of types not in ``event_types``, are
-    acknowledged and skipped: a consumer ignores what it does not know.
-    """
-
-    @broker.subscriber(
-        topic,
-        group_id=group,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-    )
-    async def handle(message: KafkaMessage) -> None:
-        record = message.raw_message
-        try:
-            event = CloudEvent.from_kafka(list(record.headers), record.value)  # type: ignore[union-attr]
-        except ValueError as exc:
-            EVENTS_CONSUMED.labels(group, "unknown", "skipped").inc()
-            log.warning("event_not_a_cloudevent", topic=topic, error=str(exc))
-            return
+    async def handle(record: ConsumerRecord) -> None:
+        structlog.contextvars.clear_contextvars()
+        event = parse_event(record)
         if event_types is not None and event.type not in event_types:
             EVENTS_CONSUMED.labels(group, event.type, "ignored").inc()
             return
-        try:
-            await handle_once(sessions, table, event, effect, group=group)
-        except Exception:
-            EVENTS_CONSUMED.labels(group, event.type, "retry").inc()
-            log.warning("event_effect_failed_retrying", topic=topic, exc_info=True)
-            await asyncio.sleep(1)  # the record is fetched again at once after the nack: don't spin on a dead DB
-            raise
+        await handle_once(sessions, table, event, effect, group=group)
+
+    return per_record(handle)

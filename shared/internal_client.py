@@ -6,10 +6,11 @@ reserve at create, gateway -> auth key verification). The request id of the curr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import structlog
+from pydantic import BaseModel
 
 from shared.errors import DomainError, ServiceUnavailableError
 from shared.identity import IDENTITY_HEADER, Identity, sign_identity
@@ -76,3 +77,33 @@ class InternalClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+RenderStatusName = Literal["pending", "processing", "completed", "failed", "canceled"]
+RENDER_NOT_FOUND = "RENDER_NOT_FOUND"
+"""The error code renders answers for a render that does not exist: only this, never any 404, means "none"."""
+
+
+class RenderState(BaseModel):
+    renderId: str
+    status: RenderStatusName
+
+
+class RendersClient:
+    """Renders' internal API, typed: what credits' reconciler asks about a render it holds credits for."""
+
+    def __init__(self, base_url: str, *, caller: str, secret: str, timeout: float = 5.0) -> None:
+        self._client = InternalClient(base_url, caller=caller, secret=secret, timeout=timeout)
+
+    async def render_state(self, render_id: str) -> RenderState | None:
+        """The render's status, or None when renders says it does not exist; anything else raises."""
+        try:
+            data = await self._client.request("GET", f"/internal/renders/{render_id}")
+        except DomainError as exc:
+            if exc.error_code == RENDER_NOT_FOUND:
+                return None
+            raise
+        return RenderState.model_validate(data)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,4 +1,4 @@
-"""Kafka helpers: topic bootstrap, the producer the outbox relay uses, a broker probe, the FastStream factory.
+"""Kafka helpers: topic bootstrap, the producer the outbox relay uses, a broker probe, the cluster id.
 
 Producers use ``acks="all"`` without idempotence: the embedded broker does not implement ``InitProducerId``, and
 consumers dedupe by event id anyway.
@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError
-from faststream.kafka import KafkaBroker
+from aiokafka.protocol.metadata import MetadataRequest
 
 from shared.events.topics import all_topics
 
 PRODUCER_REQUEST_TIMEOUT_MS = 5000
 
 
-async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1, topics: list[str] | None = None) -> None:
-    """Create missing topics with the configured partition count; existing ones are left as they are."""
+async def ensure_topics(
+    bootstrap: str, partitions: int, replication: int = 1, topics: list[str] | None = None
+) -> list[str]:
+    """Create missing topics with the configured partition count (existing ones are left as they are); returns the
+    topics it had to create."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
@@ -31,8 +33,22 @@ async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1, t
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([NewTopic(t, partitions, replication) for t in wanted])
+        return wanted
     finally:
         await admin.close()
+
+
+async def cluster_id(client: AIOKafkaClient) -> str | None:
+    """The cluster id the broker reports (Metadata v2+). A broker that lost its data is a new cluster: the id is
+    how relays and consumers notice that offsets they knew no longer mean anything."""
+    brokers = client.cluster.brokers()
+    if not brokers:
+        await client.force_metadata_update()
+        brokers = client.cluster.brokers()
+    node = next(iter(brokers)).nodeId
+    response = await client.send(node, MetadataRequest([]))
+    value = getattr(response, "cluster_id", None)
+    return str(value) if value else None
 
 
 def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
@@ -58,17 +74,3 @@ async def probe_broker(bootstrap: str, wait_seconds: float = 1.0) -> bool:
     finally:
         with contextlib.suppress(Exception):
             await client.close()
-
-
-def make_broker(bootstrap: str, client_id: str, graceful_timeout: float = 25.0) -> KafkaBroker:
-    """The FastStream broker consumers subscribe with (explicit group ids and ack policies at each subscriber)."""
-    # FastStream's per-message "Received"/"Processed" lines go to DEBUG: at INFO they were one line per event outside
-    # structlog (and a measurable share of a busy consumer's CPU); consumers log what matters themselves.
-    return KafkaBroker(
-        bootstrap,
-        client_id=client_id,
-        acks="all",
-        enable_idempotence=False,
-        log_level=logging.DEBUG,
-        graceful_timeout=graceful_timeout,  # stop(): no new fetches, in-flight handlers get this long to finish
-    )

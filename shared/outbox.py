@@ -4,6 +4,11 @@ Ordering: rows are published in ``id`` order by one relay at a time per schema (
 other replicas stand by and take over at once if it dies, and ``FOR UPDATE SKIP LOCKED`` keeps two relays from ever
 claiming the same row. Delivery is at-least-once: a crash between the broker's ack and the commit republishes a row,
 which consumers drop by event id.
+
+A broker that loses its data (the in-memory dev broker restarted; a cluster rebuilt) loses what consumers had not
+read yet although the rows are marked sent. The relay notices (the broker reports another cluster id than the one
+recorded in ``outbox_broker``, or topics had to be created again) and marks the rows sent within
+``OUTBOX_REPLAY_WINDOW_SECONDS`` unsent again, so they go out once more, in order; consumers dedupe by event id.
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ import asyncpg
 import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     Index,
     LargeBinary,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     func,
@@ -38,7 +45,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import plain_dsn
 from shared.events.envelope import CloudEvent
-from shared.kafka import ensure_topics, make_producer
+from shared.events.topics import all_topics
+from shared.kafka import cluster_id, ensure_topics, make_producer
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -48,6 +56,13 @@ OUTBOX_LAG = Histogram(
     "Outbox row written -> acknowledged by Kafka",
     ["schema"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+OUTBOX_DEPTH = Gauge("plugin_outbox_unsent", "Outbox rows not yet acknowledged by Kafka", ["schema"])
+OUTBOX_OLDEST = Gauge(
+    "plugin_outbox_oldest_unsent_age_seconds", "Age of the oldest unsent outbox row (0 when none)", ["schema"]
+)
+OUTBOX_REPLAYED = Counter(
+    "plugin_outbox_replayed_total", "Outbox rows published again after the broker lost its data", ["schema"]
 )
 
 
@@ -65,6 +80,18 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("sent_at", DateTime(timezone=True), nullable=True),
         Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
+    )
+
+
+def outbox_broker_table(metadata: MetaData) -> Table:
+    """One row per schema: the cluster id of the broker the outbox last published to."""
+    return Table(
+        "outbox_broker",
+        metadata,
+        Column("id", SmallInteger, primary_key=True, server_default=text("1")),
+        Column("cluster_id", Text, nullable=True),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        CheckConstraint("id = 1", name="ck_outbox_broker_single_row"),
     )
 
 
@@ -113,8 +140,10 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_seconds: float = 1.0,
         max_backoff_seconds: float = 5.0,
-        retention_seconds: int = 86400,
+        retention_seconds: float = 86400,
         create_topics_partitions: int | None = None,
+        replay_window_seconds: float = 3600,
+        cluster_check_seconds: float = 5.0,
     ) -> None:
         self.dsn = plain_dsn(database_url)
         self.schema = schema
@@ -126,7 +155,10 @@ class OutboxRelay:
         # When set, missing topics are created (with this partition count) before each (re)connection publishes,
         # so a broker that came back empty never auto-creates them with its own defaults.
         self.create_topics_partitions = create_topics_partitions
+        self.replay_window = replay_window_seconds
+        self.cluster_check_seconds = cluster_check_seconds
         self.lock_key = zlib.crc32(f"{schema}.outbox".encode())
+        self._checked = 0.0
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._pool: asyncpg.Pool | None = None
@@ -159,6 +191,8 @@ class OutboxRelay:
                 await self._ensure_connected()
                 # Cleared before the pass, not after: a commit notified while we publish must wake the next pass.
                 self._wake.clear()
+                if time.monotonic() - self._checked > self.cluster_check_seconds:
+                    await self.check_broker([])
                 while await self.publish_batch() >= self.batch_size:
                     pass
                 backoff = 0.1
@@ -170,6 +204,8 @@ class OutboxRelay:
             except Exception as exc:
                 log.warning("outbox_relay_retry", schema=self.schema, error=str(exc), retry_in=round(backoff, 2))
                 await self._close_producer()
+                with contextlib.suppress(Exception):
+                    await self.refresh_backlog()  # while Kafka is away is when the backlog matters
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.max_backoff)
 
@@ -181,8 +217,9 @@ class OutboxRelay:
             self._listener = await asyncpg.connect(self.dsn)
             await self._listener.add_listener(notify_channel(self.schema), lambda *_: self._wake.set())
         if self._producer is None:
+            created: list[str] = []
             if self.create_topics_partitions:
-                await ensure_topics(self.bootstrap, self.create_topics_partitions)
+                created = await ensure_topics(self.bootstrap, self.create_topics_partitions)
             producer = make_producer(self.bootstrap, client_id=f"{self.schema}-outbox")
             try:
                 await producer.start()
@@ -191,6 +228,55 @@ class OutboxRelay:
                     await producer.stop()
                 raise
             self._producer = producer
+            await self.check_broker(created)
+
+    async def check_broker(self, created_topics: list[str]) -> int:
+        """Record the broker's cluster id; when it changed (or topics had to be created again), mark what was sent
+        within the replay window unsent again. Also refreshes the backlog gauges. Returns the rows replayed."""
+        assert self._pool is not None
+        assert self._producer is not None
+        self._checked = time.monotonic()
+        current = await cluster_id(self._producer.client)
+        replayed = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", self.lock_key)  # not while a batch publishes
+            previous = await conn.fetchval("SELECT cluster_id FROM outbox_broker WHERE id = 1 FOR UPDATE")
+            recreated = [t for t in created_topics if t in all_topics()]
+            if previous != current:
+                await conn.execute(
+                    "INSERT INTO outbox_broker (id, cluster_id) VALUES (1, $1) "
+                    "ON CONFLICT (id) DO UPDATE SET cluster_id = excluded.cluster_id, updated_at = now()",
+                    current,
+                )
+            if (previous is not None and previous != current) or recreated:
+                status = await conn.execute(
+                    "UPDATE outbox SET sent_at = NULL "
+                    "WHERE sent_at IS NOT NULL AND sent_at >= now() - make_interval(secs => $1)",
+                    float(self.replay_window),
+                )
+                replayed = int(status.split()[-1])
+                OUTBOX_REPLAYED.labels(self.schema).inc(replayed)
+                log.warning(
+                    "outbox_replaying_after_broker_loss",
+                    schema=self.schema,
+                    previous_cluster=previous,
+                    cluster=current,
+                    recreated_topics=recreated,
+                    rows=replayed,
+                )
+        await self.refresh_backlog()
+        return replayed
+
+    async def refresh_backlog(self) -> None:
+        """The backlog gauges: unsent rows and the age of the oldest (what grows while Kafka is away)."""
+        if self._pool is None:
+            return
+        depth, oldest = await self._pool.fetchrow(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+            "FROM outbox WHERE sent_at IS NULL"
+        )
+        OUTBOX_DEPTH.labels(self.schema).set(depth)
+        OUTBOX_OLDEST.labels(self.schema).set(float(oldest))
 
     async def _close_producer(self) -> None:
         producer, self._producer = self._producer, None

@@ -1,23 +1,24 @@
-"""The per-process runtime every service builds in ``main.py``: DB engine, outbox relay, lifespan, readiness."""
+"""The per-process runtime every service builds in ``main.py``: DB engine, outbox relay, consumers, retention,
+lifespan, readiness."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI
-from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.consumer import Consumer
 from shared.db import make_engine, make_sessionmaker, ping
 from shared.http import create_app
-from shared.kafka import make_broker
 from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
+from shared.retention import Purge, run_retention
 from shared.settings import ServiceSettings
 
 log = structlog.stdlib.get_logger(__name__)
@@ -25,8 +26,8 @@ log = structlog.stdlib.get_logger(__name__)
 Resources = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 """A service's own process-wide resources (clients, keys), opened after the runtime's and closed before them."""
 
-SubscriberWiring = Callable[[KafkaBroker, async_sessionmaker[AsyncSession]], None]
-"""Registers a process's subscribers on its broker (a service's ``events.wire``), given its sessionmaker."""
+Consumers = Callable[[async_sessionmaker[AsyncSession]], list[Consumer]]
+"""Builds a process's consumers (a service's ``consume.consumers``), given its sessionmaker."""
 
 
 class Runtime:
@@ -39,8 +40,9 @@ class Runtime:
         service: str,
         schema: str | None,
         outbox: bool = False,
-        subscribers: SubscriberWiring | None = None,
+        consumers: Consumers | None = None,
         resources: Resources | None = None,
+        purges: Sequence[Purge] = (),
     ) -> None:
         self.settings = settings
         self.service = service
@@ -49,9 +51,10 @@ class Runtime:
         self.sessions: async_sessionmaker[AsyncSession] | None = None
         self.relay: OutboxRelay | None = None
         self._with_outbox = outbox
-        self._subscribers = subscribers
+        self._consumer_factory = consumers
         self._resources = resources
-        self.broker: KafkaBroker | None = None
+        self._purges = purges
+        self.consumers: list[Consumer] = []
         configure_logging(service, json_logs=not settings.is_dev, level=settings.log_level)
 
     @asynccontextmanager
@@ -71,12 +74,24 @@ class Runtime:
                 batch_size=self.settings.outbox_batch_size,
                 poll_seconds=self.settings.outbox_poll_seconds,
                 create_topics_partitions=self.settings.kafka_partitions if self.settings.kafka_create_topics else None,
+                replay_window_seconds=self.settings.outbox_replay_window_seconds,
+                retention_seconds=self.settings.outbox_retention_seconds,
+                cluster_check_seconds=self.settings.kafka_cluster_check_seconds,
             )
             await self.relay.start()
-        consuming: asyncio.Task[None] | None = None
-        if self._subscribers is not None:
-            # In the background: the HTTP side (health, internal routes) must serve even while Kafka is away.
-            consuming = asyncio.create_task(self._consume(), name=f"{self.service}-consumers")
+        if self._consumer_factory is not None:
+            assert self.sessions is not None, "a consuming process needs its schema"
+            # Each in the background, reconnecting on its own: the HTTP side (health, internal routes) must serve
+            # even while Kafka is away.
+            self.consumers = self._consumer_factory(self.sessions)
+            for consumer in self.consumers:
+                consumer.start()
+        retention: asyncio.Task[None] | None = None
+        if self._purges and self.sessions is not None and self.schema:
+            retention = asyncio.create_task(
+                run_retention(self.sessions, self.schema, self._purges, self.settings.retention_interval_seconds),
+                name=f"{self.service}-retention",
+            )
         log.info("service_started", env=self.settings.app_env)
         try:
             if self._resources is not None:
@@ -85,52 +100,27 @@ class Runtime:
                         yield
                     finally:
                         # Consumers first: in-flight handlers may still need the service's resources.
-                        await self._stop_consumers(consuming)
+                        await self._stop_consumers()
             else:
                 yield
         finally:
-            await self._stop_consumers(consuming)
+            await self._stop_consumers()
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             if self.relay:
                 await self.relay.stop()
             if self.engine:
                 await self.engine.dispose()
             log.info("service_stopped")
 
-    async def _stop_consumers(self, consuming: asyncio.Task[None] | None) -> None:
-        """Stop fetching; handlers in flight get ``shutdown_grace_seconds`` to finish and commit (idempotent)."""
-        if consuming is not None and not consuming.done():
-            consuming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consuming
-        broker, self.broker = self.broker, None
-        if broker is not None:
+    async def _stop_consumers(self) -> None:
+        """Stop fetching; work in hand gets ``shutdown_grace_seconds`` to finish and commit (idempotent)."""
+        consumers, self.consumers = self.consumers, []
+        if consumers:
             log.info("consumers_stopping", grace_seconds=self.settings.shutdown_grace_seconds)
-            with contextlib.suppress(Exception):
-                await broker.stop()
-
-    async def _consume(self) -> None:
-        """Start the subscribers, retrying with backoff until the broker answers (a fresh broker per attempt)."""
-        assert self._subscribers is not None
-        assert self.sessions is not None, "a consuming process needs its schema"
-        backoff = 0.5
-        while True:
-            broker = make_broker(
-                self.settings.kafka_bootstrap_servers,
-                client_id=self.service,
-                graceful_timeout=self.settings.shutdown_grace_seconds,
-            )
-            self._subscribers(broker, self.sessions)
-            try:
-                await broker.start()
-                self.broker = broker
-                log.info("consumers_started")
-                return
-            except Exception as exc:
-                log.warning("consumers_start_retry", error=type(exc).__name__, retry_in=backoff)
-                with contextlib.suppress(Exception):
-                    await broker.stop()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10)
+            await asyncio.gather(*(c.stop(self.settings.shutdown_grace_seconds) for c in consumers))
 
     def build_app(self, routers: list[APIRouter]) -> FastAPI:
         """The process's FastAPI app: shared middleware, error envelope, health routes, this lifespan."""

@@ -70,6 +70,23 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(25.0, ge=0, validation_alias=_unprefixed("SHUTDOWN_GRACE_SECONDS"))
     outbox_batch_size: int = Field(500, validation_alias=_unprefixed("OUTBOX_BATCH_SIZE"))
     outbox_poll_seconds: float = Field(1.0, validation_alias=_unprefixed("OUTBOX_POLL_SECONDS"))
+    # A broker that comes back without its data (a new cluster id, or topics the relay had to create again): the
+    # relay publishes again what it sent within this window (consumers dedupe by event id).
+    outbox_replay_window_seconds: float = Field(
+        3600.0, ge=0, validation_alias=_unprefixed("OUTBOX_REPLAY_WINDOW_SECONDS")
+    )
+    outbox_retention_seconds: float = Field(86400.0, ge=0, validation_alias=_unprefixed("OUTBOX_RETENTION_SECONDS"))
+    kafka_cluster_check_seconds: float = Field(5.0, gt=0, validation_alias=_unprefixed("KAFKA_CLUSTER_CHECK_SECONDS"))
+    # A record that keeps failing for a reason of its own is retried this long, then dead-lettered (transient
+    # infrastructure errors retry without limit and are never dead-lettered).
+    consumer_retry_budget_seconds: float = Field(
+        30.0, ge=0, le=60, validation_alias=_unprefixed("CONSUMER_RETRY_BUDGET_SECONDS")
+    )
+    # Processed-event ids (consumer dedupe) are kept this long: longer than any redelivery or replay can come.
+    processed_events_retention_seconds: float = Field(
+        14 * 86400.0, ge=3600, validation_alias=_unprefixed("PROCESSED_EVENTS_RETENTION_SECONDS")
+    )
+    retention_interval_seconds: float = Field(600.0, gt=0, validation_alias=_unprefixed("RETENTION_INTERVAL_SECONDS"))
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> ServiceSettings:

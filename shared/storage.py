@@ -25,13 +25,18 @@ DEFAULT_URL_TTL_SECONDS = 3600 * 24
 
 
 class StorageError(Exception):
-    pass
+    """Storage failed; unless it is a :class:`StorageMissingError`, trying again later may work."""
+
+
+class StorageMissingError(StorageError):
+    """No object under that key: trying again will not make one appear."""
 
 
 class Storage(Protocol):
     async def put(self, key: str, data: bytes, content_type: str) -> None: ...
     async def get(self, key: str) -> bytes: ...
     async def exists(self, key: str) -> bool: ...
+    async def delete(self, key: str) -> None: ...
     def signed_url(self, key: str, ttl_seconds: int = DEFAULT_URL_TTL_SECONDS) -> str: ...
     async def check(self) -> None: ...
 
@@ -83,10 +88,14 @@ class LocalStorage:
         try:
             return await asyncio.to_thread(self.path_of(key).read_bytes)
         except FileNotFoundError as exc:
-            raise StorageError(f"no object {key!r}") from exc
+            raise StorageMissingError(f"no object {key!r}") from exc
 
     async def exists(self, key: str) -> bool:
         return self.path_of(key).is_file()
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; a missing one is already gone (idempotent)."""
+        await asyncio.to_thread(self.path_of(key).unlink, True)
 
     def signed_url(self, key: str, ttl_seconds: int = DEFAULT_URL_TTL_SECONDS) -> str:
         expires = int(time.time()) + ttl_seconds

@@ -15,7 +15,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.storage import DEFAULT_URL_TTL_SECONDS, StorageError, safe_key
+from shared.storage import DEFAULT_URL_TTL_SECONDS, StorageError, StorageMissingError, safe_key
 
 T = TypeVar("T")
 
@@ -142,7 +142,7 @@ class S3Storage:
                 response = self._client.get_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
                 if _error_code(exc) in ("NoSuchKey", "404"):
-                    raise StorageError(f"no object {key!r}") from exc
+                    raise StorageMissingError(f"no object {key!r}") from exc
                 raise
             body: bytes = response["Body"].read()
             return body
@@ -164,6 +164,11 @@ class S3Storage:
             return True
 
         return await self._run(f"head {key!r}", call)
+
+    async def delete(self, key: str) -> None:
+        """DeleteObject (S3 answers success for a missing key: idempotent)."""
+        safe_key(key)
+        await self._run(f"delete {key!r}", lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
 
     def signed_url(self, key: str, ttl_seconds: int | None = None) -> str:
         """A presigned GET URL valid for ``ttl_seconds`` (default: the configured ttl).

@@ -13,7 +13,7 @@ from sqlmodel import Field
 
 from shared.apikeys import SCOPES
 from shared.models import SQLModel, new_id, registry_for_schema, timestamp_column
-from shared.outbox import outbox_table
+from shared.outbox import outbox_broker_table, outbox_table
 
 SCHEMA = "auth"
 schema_registry = registry_for_schema()
@@ -71,6 +71,7 @@ class ApiKey(AuthModel, table=True):
 
 
 outbox = outbox_table(metadata)
+outbox_broker = outbox_broker_table(metadata)
 
 
 # --- request and response bodies (camelCase where API.md says so) -------------------------------------------------

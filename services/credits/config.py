@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -15,6 +16,7 @@ class Settings(ServiceSettings):
     """Consumer group on ``render.events``: one per deployment. Tests set their own, so a test's process never
     shares partitions with another process of the same broker (a running stack's credits service)."""
     renders_url: str = "http://127.0.0.1:8102"
-    orphan_reservation_seconds: float = 600.0
-    """A reservation unsettled this long is checked against renders, and released if its render does not exist."""
-    orphan_sweep_interval_seconds: float = 60.0
+    reconcile_after_seconds: float = Field(300.0, ge=0)
+    """A reservation unsettled this long is settled from its render's status (renders' internal API)."""
+    reconcile_interval_seconds: float = Field(60.0, gt=0)
+    reconcile_page_size: int = Field(100, ge=1, le=1000)

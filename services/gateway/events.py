@@ -6,19 +6,21 @@ What happened before a replica started is covered by its empty cache and by the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import ConsumerRecord
+from pydantic import ValidationError
 
 from services.gateway.authn import ApiKeyVerifier, Denylist, service_headers
 from services.gateway.config import Settings
+from shared.consumer import consumer_for, parse_event, per_record
 from shared.events.contracts import ApiKeyRevokedV1, UserDeletedV1
 from shared.events.envelope import CloudEvent
 from shared.events.topics import APIKEY_EVENTS
+from shared.faults import PoisonRecord
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -36,62 +38,35 @@ def apply_event(event: CloudEvent, keys: ApiKeyVerifier, denylist: Denylist) -> 
 
 
 class KeyEventsConsumer:
-    """Reads every partition of ``apikey.events`` by manual assignment (no group: no rebalance wait, and every
-    replica sees every event), starting at the end when the replica starts and resuming where it was after a
-    broker outage."""
+    """Reads every partition of ``apikey.events`` (a broadcast reader of the shared consumer layer: no group, so no
+    rebalance wait and every replica sees every event). A fresh replica starts at the end (its caches are empty);
+    after a broker outage it resumes where it was; when the broker comes back without its data it starts over from
+    the beginning, so revocations the outboxes publish again are never skipped."""
 
     def __init__(self, settings: Settings, keys: ApiKeyVerifier, denylist: Denylist) -> None:
-        self.settings = settings
         self.keys = keys
         self.denylist = denylist
-        self.ready = asyncio.Event()
-        self._positions: dict[TopicPartition, int] = {}
+        self.consumer = consumer_for(
+            settings, topics=[APIKEY_EVENTS], group=None, name="gateway", shape=per_record(self.handle)
+        )
+
+    @property
+    def ready(self) -> asyncio.Event:
+        return self.consumer.ready
+
+    async def handle(self, record: ConsumerRecord) -> None:
+        event = parse_event(record)
+        try:
+            apply_event(event, self.keys, self.denylist)
+        except ValidationError as exc:
+            raise PoisonRecord(f"{event.type} payload does not parse: {exc.error_count()} errors") from None
 
     async def run(self) -> None:
-        """Run until cancelled; reconnect with backoff while the broker is away."""
-        backoff = 0.5
-        while True:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                group_id=None,
-                enable_auto_commit=False,
-                fetch_max_wait_ms=50,
-                client_id="gateway",
-            )
-            try:
-                await consumer.start()
-                await self._assign(consumer)
-                self.ready.set()
-                backoff = 0.5
-                async for record in consumer:
-                    self._positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
-                    try:
-                        apply_event(CloudEvent.from_kafka(list(record.headers), record.value), self.keys, self.denylist)
-                    except ValueError as exc:
-                        log.warning("key_event_unreadable", error=str(exc))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("key_events_consumer_retry", error=type(exc).__name__, retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10)
-            finally:
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
+        """Run until cancelled (the consumer reconnects with backoff while the broker is away)."""
+        await self.consumer.run()
 
-    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
-        await consumer.topics()  # fetch metadata
-        partitions = consumer.partitions_for_topic(APIKEY_EVENTS)
-        if not partitions:
-            raise RuntimeError(f"topic {APIKEY_EVENTS} has no partitions yet")
-        assigned = [TopicPartition(APIKEY_EVENTS, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        fresh = [tp for tp in assigned if tp not in self._positions]
-        if fresh:
-            await consumer.seek_to_end(*fresh)
-        for tp in assigned:
-            if tp in self._positions:
-                consumer.seek(tp, self._positions[tp])
+    async def stop(self) -> None:
+        await self.consumer.stop()
 
 
 async def backfill_deleted_users(settings: Settings, session: aiohttp.ClientSession, denylist: Denylist) -> None:

@@ -87,6 +87,7 @@ async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await app.state.key_events.stop()
         await usage.flush()
         if publisher is not None:
             await publisher.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Literal
 
 import orjson
+import structlog
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -17,10 +19,11 @@ from services.renders.models import ProjectIn, ProjectOut, ProjectPage, RenderAc
 from services.renders.sse import render_events
 from services.renders.uploads import create_render_request_body, form_schema, limit_body, parse_submission
 from shared.db import unit_of_work
-from shared.errors import documented_errors
+from shared.errors import ServiceUnavailableError, documented_errors
 from shared.identity import ServiceIdentityDep
 from shared.responses import Envelope, JsonResponse, Message
 
+log = structlog.stdlib.get_logger(__name__)
 router = APIRouter()
 internal = APIRouter()
 
@@ -81,20 +84,35 @@ async def create_render(
     ctx: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JsonResponse:
-    """Its own unit of work: credits are reserved in another service, so a failed commit must give them back."""
+    """Its own unit of work: credits are reserved in another service, so who settles them depends on how it ended.
+
+    Refused or failed before COMMIT: nothing was written, the reservation (if one was taken) is released here. A
+    COMMIT whose outcome this process cannot know (the connection broke under it) is not refunded blindly: the
+    render may exist, so credits' reconciler settles the reservation from the render's real status.
+    """
     async with request.app.state.upload_slots:
         submission = await parse_submission(request, ctx.settings.max_upload_bytes)
         reserving: list[str] = []
-        try:
-            async with unit_of_work(request.app.state.runtime.sessions) as session:
+        async with request.app.state.runtime.sessions() as session:
+            try:
                 accepted = await service.create_render(
                     session, ctx, identity, submission, idempotency_key, on_reserving=reserving.append
                 )
-        except BaseException as exc:
-            refused = isinstance(exc, DomainError) and exc.status_code == 402  # nothing was reserved
-            for render_id in [] if refused else reserving:
-                await service.release_orphan(ctx, _user(identity), render_id)
-            raise
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await session.rollback()
+                refused = isinstance(exc, DomainError) and exc.status_code == 402  # nothing was reserved
+                for render_id in [] if refused else reserving:
+                    await service.release_orphan(ctx, _user(identity), render_id)
+                raise
+            try:
+                await session.commit()
+            except Exception as exc:
+                log.error("render_create_commit_outcome_unknown", render_id=accepted.renderId, error=type(exc).__name__)
+                raise ServiceUnavailableError(
+                    "The render may or may not have been created; retry with the same Idempotency-Key",
+                    details={"renderId": accepted.renderId},
+                ) from exc
     return JsonResponse({"success": True, "data": accepted.model_dump(mode="json")}, status_code=202)
 
 
@@ -209,8 +227,8 @@ async def delete_project(project_id: str, identity: UserIdentityDep, session: Se
 
 
 @internal.get("/internal/renders/{render_id}")
-async def render_exists(render_id: str, _: ServiceIdentityDep, session: SessionDep) -> JsonResponse:
-    """For credits' sweeper: does this render exist (whatever its state)? 404 when it was never committed."""
+async def render_state(render_id: str, _: ServiceIdentityDep, session: SessionDep) -> JsonResponse:
+    """For credits' reconciler: the render's status; 404 ``RENDER_NOT_FOUND`` when it was never committed."""
     status = await service.render_status_name(session, render_id)
     return JsonResponse({"success": True, "data": {"renderId": render_id, "status": status}})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -30,7 +30,9 @@ class Settings(ServiceSettings):
     renderer_processes: int = 1
     png_compress_level: int = 3
     output_url_ttl_seconds: int = 24 * 3600
-    idempotency_ttl_seconds: int = 24 * 3600
+    idempotency_ttl_seconds: int = Field(24 * 3600, ge=24 * 3600)  # the contract's replay window is 24 h
+    file_retention_days: float = Field(30.0, gt=0)
+    """Inputs and outputs of renders that ended this long ago are deleted (never before their URLs expire)."""
     # Worker: a claim is a lease kept alive by progress heartbeats; a dead worker's job is redone once it lapses.
     consumer_group: str = "render-workers"
     lease_seconds: float = 30.0
@@ -40,6 +42,12 @@ class Settings(ServiceSettings):
     pending_requeue_seconds: float = 120.0
     watchdog_interval_seconds: float = 30.0
     sse_heartbeat_seconds: float = 15.0
+
+    @model_validator(mode="after")
+    def _files_outlive_their_links(self) -> Settings:
+        if self.file_retention_days * 86400 < self.output_url_ttl_seconds:
+            raise ValueError("RENDERS_FILE_RETENTION_DAYS must cover RENDERS_OUTPUT_URL_TTL_SECONDS")
+        return self
 
     def cost_of(self, quality: str) -> int:
         return {"standard": self.cost_standard, "high": self.cost_high, "ultra": self.cost_ultra}[quality]

@@ -20,7 +20,7 @@ SOURCE = "/services/renders"
 STATUS_CHANNEL = "render_status"
 
 
-def render_event_data(render: Render, output_url: str | None = None) -> RenderEventV1:
+def render_event_data(render: Render, output_url: str | None = None, output_key: str | None = None) -> RenderEventV1:
     return RenderEventV1(
         renderId=render.id,
         userId=render.user_id,
@@ -35,6 +35,7 @@ def render_event_data(render: Render, output_url: str | None = None) -> RenderEv
         creditsCost=render.credits_cost,
         creditsUsed=render.credits_used,
         outputUrl=output_url,
+        outputKey=output_key,
         error=render.error,
         errorCode=render.error_code,
         processingTime=render.processing_time,
@@ -43,9 +44,11 @@ def render_event_data(render: Render, output_url: str | None = None) -> RenderEv
     )
 
 
-async def status_changed(session: AsyncSession, render: Render, output_url: str | None = None) -> None:
+async def status_changed(
+    session: AsyncSession, render: Render, output_url: str | None = None, output_key: str | None = None
+) -> None:
     """``render.<status>`` for the render as it is now, plus the wake-up of SSE streams."""
-    data = render_event_data(render, output_url)
+    data = render_event_data(render, output_url, output_key)
     event = CloudEvent(
         source=SOURCE,
         type="render.created" if render.status == "pending" else f"render.{render.status}",

@@ -14,7 +14,7 @@ from sqlmodel import Field
 
 from shared.consumer import processed_events_table
 from shared.models import SQLModel, new_id, registry_for_schema, timestamp_column
-from shared.outbox import outbox_table
+from shared.outbox import outbox_broker_table, outbox_table
 
 SCHEMA = "renders"
 schema_registry = registry_for_schema()
@@ -76,6 +76,10 @@ class Render(RendersModel, table=True):
     started_at: datetime | None = Field(default=None, sa_column=timestamp_column())
     heartbeat_at: datetime | None = Field(default=None, sa_column=timestamp_column())
     completed_at: datetime | None = Field(default=None, sa_column=timestamp_column())
+    requeued_at: datetime | None = Field(default=None, sa_column=timestamp_column())
+    """When the watchdog last published the job again (at most once per lease / pending period)."""
+    files_deleted_at: datetime | None = Field(default=None, sa_column=timestamp_column())
+    """When retention removed the input and output files (the output URL is then gone too)."""
 
 
 class IdempotencyKey(RendersModel, table=True):
@@ -89,6 +93,7 @@ class IdempotencyKey(RendersModel, table=True):
 
 
 outbox = outbox_table(metadata)
+outbox_broker = outbox_broker_table(metadata)
 processed_events = processed_events_table(metadata)
 
 

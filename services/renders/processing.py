@@ -2,9 +2,17 @@
 
 Exactly-once effects on an at-least-once queue: a claim is a conditional update that hands the render a fresh
 ``claim_token``; every later write (progress, completion, failure) requires that token. A redelivered job whose
-render is finished is acknowledged and dropped; one whose worker died (its heartbeat lapsed) is claimed again and
-redone; a render canceled mid-way loses its token, so its late output is discarded. Credits are settled by the
-credits service from the events, idempotently, so nothing here can charge twice.
+render is finished is acknowledged and dropped; so is one whose lease a live worker holds (the holder finishes it; if
+it dies, the watchdog publishes the job again once the lease lapsed, and the next claim redoes it); a render canceled
+mid-way loses its token, so its late output is discarded. Credits are settled by the credits service from the
+events, idempotently, so nothing here can charge twice.
+
+Failures: only the renderer's own refusal (``RenderFailure``) fails a render. The infrastructure being away (the
+database, storage, the broker: ``shared.faults``) releases the render without counting the attempt and hands the
+job back to the consumer layer, which retries it without limit. Any other error releases it counting the attempt;
+the consumer retries it within its budget and a claim past ``max_attempts`` fails the render.
+
+Every lease, heartbeat and cut-off is in database time (``now()``), never a host's clock.
 """
 
 from __future__ import annotations
@@ -17,16 +25,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from services.renders import events
 from services.renders.config import Settings
-from services.renders.models import FINAL_STATES, Render
+from services.renders.models import FINAL_STATES, Render, outbox
 from services.renders.rendering import RendererRegistry, RenderFailure, RenderRequest
 from shared.db import unit_of_work
-from shared.storage import Storage
+from shared.events.topics import RENDER_JOBS
+from shared.faults import TransientError, is_transient
+from shared.storage import Storage, StorageError, StorageMissingError
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -42,8 +52,16 @@ class Claim:
     snapshot: Render
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _seconds(value: float) -> object:
+    """An interval for database-time comparisons (``now() - _seconds(n)``)."""
+    return func.make_interval(0, 0, 0, 0, 0, 0, value)
+
+
+def _storage_fault(exc: StorageError) -> Exception:
+    """A missing object is the render's problem (it cannot succeed); any other storage failure is transient."""
+    if isinstance(exc, StorageMissingError):
+        return RenderFailure("The uploaded image is no longer available", error_code="RENDER_ERROR", retryable=False)
+    return TransientError(f"storage: {exc}")
 
 
 class JobProcessor:
@@ -59,47 +77,50 @@ class JobProcessor:
         self.storage = storage
         self.registry = registry
         self._running: asyncio.Task[object] | None = None
+        self._abandoned: dict[str, str] = {}
+        """Claims this process gave up but could not release (the database was away): its to take again."""
 
     # --- claim ---------------------------------------------------------------------------------------------------
     async def claim(self, render_id: str) -> Claim | None:
-        """Take the render, waiting out a live-looking lease; None when there is nothing (left) to do."""
-        lease = timedelta(seconds=self.settings.lease_seconds)
-        deadline = time.monotonic() + self.settings.lease_seconds * 2 + 1
-        while True:
-            async with unit_of_work(self.sessions) as session:
-                render = (
-                    await session.execute(select(Render).where(col(Render.id) == render_id).with_for_update())
-                ).scalar_one_or_none()
-                if render is None or render.status in FINAL_STATES:
-                    return None
-                heartbeat = render.heartbeat_at or render.started_at or _now()
-                stale = render.status == "processing" and heartbeat < _now() - lease
-                if render.status == "pending" or stale:
-                    if render.attempts >= self.settings.max_attempts:
-                        await self._fail(session, render, "RENDER_ATTEMPTS_EXHAUSTED", "Render failed after retries")
-                        return None
-                    first = render.status == "pending"
-                    render.status = "processing"
-                    render.claim_token = uuid.uuid4().hex
-                    render.attempts += 1
-                    render.started_at = render.started_at or _now()
-                    render.heartbeat_at = _now()
-                    render.progress = max(render.progress, 5)
-                    session.add(render)
-                    await session.flush()
-                    if first:
-                        await events.status_changed(session, render)
-                    else:
-                        log.warning("render_reclaimed", render_id=render.id, attempt=render.attempts)
-                    return Claim(render.id, render.claim_token, render)
-            if time.monotonic() > deadline:
-                log.warning("render_lease_still_held", render_id=render_id)
+        """Take the render; None when there is nothing to do here (final, or a live worker holds its lease)."""
+        async with unit_of_work(self.sessions) as session:
+            row = (
+                await session.execute(select(Render, func.now()).where(col(Render.id) == render_id).with_for_update())
+            ).first()
+            if row is None:
                 return None
-            await asyncio.sleep(min(1.0, self.settings.lease_seconds / 3))
+            render, now = row
+            if render.status in FINAL_STATES:
+                self._abandoned.pop(render_id, None)
+                return None
+            heartbeat = render.heartbeat_at or render.started_at or now
+            ours = render.claim_token is not None and self._abandoned.get(render_id) == render.claim_token
+            stale = heartbeat < now - timedelta(seconds=self.settings.lease_seconds) or ours
+            if render.status == "processing" and not stale:
+                log.info("render_lease_held_elsewhere", render_id=render_id)
+                return None
+            self._abandoned.pop(render_id, None)
+            if render.attempts >= self.settings.max_attempts:
+                await self._fail(session, render, now, "RENDER_ATTEMPTS_EXHAUSTED", "Render failed after retries")
+                return None
+            first = render.status == "pending"
+            render.status = "processing"
+            render.claim_token = uuid.uuid4().hex
+            render.attempts += 1
+            render.started_at = render.started_at or now
+            render.heartbeat_at = now
+            render.progress = max(render.progress, 5)
+            session.add(render)
+            await session.flush()
+            if first:
+                await events.status_changed(session, render)
+            else:
+                log.warning("render_reclaimed", render_id=render.id, attempt=render.attempts)
+            return Claim(render.id, render.claim_token, render)
 
     # --- progress and heartbeat ----------------------------------------------------------------------------------
     async def _touch(self, claim: Claim, progress: int | None = None) -> None:
-        values: dict[str, object] = {"heartbeat_at": _now()}
+        values: dict[str, object] = {"heartbeat_at": func.now()}
         if progress is not None:
             values["progress"] = max(0, min(99, progress))
         async with unit_of_work(self.sessions) as session:
@@ -128,6 +149,7 @@ class JobProcessor:
 
     # --- the job ---------------------------------------------------------------------------------------------------
     async def process(self, render_id: str) -> None:
+        """Do the job; raises (after releasing the render) when the consumer layer should try it again."""
         claim = await self.claim(render_id)
         if claim is None:
             return
@@ -138,18 +160,28 @@ class JobProcessor:
         try:
             output = await self._render_with_retries(claim)
             key = f"renders/{render_id}/output.png"
-            await self.storage.put(key, output, "image/png")
+            try:
+                await self.storage.put(key, output, "image/png")
+            except StorageError as exc:
+                raise _storage_fault(exc) from exc
             await self._complete(claim, key, time.monotonic() - started)
         except ClaimLost:
             log.info("render_claim_lost", render_id=render_id)
         except RenderFailure as exc:
             await self._settle_failure(claim, exc.error_code, str(exc))
         except Exception as exc:
+            transient = is_transient(exc)
+            # Infrastructure away: this attempt does not count. Anything else counts, and the consumer retries it
+            # within its budget (a claim past max_attempts fails the render).
+            await self._release(claim, count_attempt=not transient)
+            if transient:
+                log.warning("render_released_infrastructure_away", render_id=render_id, error=type(exc).__name__)
+                raise TransientError(f"{type(exc).__name__}: {exc}") from exc
             log.exception("render_crashed", render_id=render_id, error_type=type(exc).__name__)
-            await self._settle_failure(claim, "RENDER_ERROR", "The renderer failed unexpectedly")
+            raise
         except asyncio.CancelledError:
             # Shutdown past its grace: hand the render back at once (another worker redoes it), not as a failure.
-            await asyncio.shield(self._release(claim))
+            await asyncio.shield(self._release(claim, count_attempt=False))
             raise
         finally:
             self._running = None
@@ -157,22 +189,21 @@ class JobProcessor:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
 
-    async def _release(self, claim: Claim) -> None:
-        """Give up a claim without failing the render: its lease ends now and this attempt does not count."""
+    async def _release(self, claim: Claim, *, count_attempt: bool) -> None:
+        """Give up a claim without failing the render: its lease ends now (another claim may take it at once)."""
+        attempts = col(Render.attempts) if count_attempt else func.greatest(col(Render.attempts) - 1, 0)
         try:
             async with unit_of_work(self.sessions) as session:
                 released = await session.execute(
                     update(Render)
                     .where(col(Render.id) == claim.render_id, col(Render.claim_token) == claim.token)
-                    .values(
-                        heartbeat_at=datetime(1970, 1, 1, tzinfo=UTC),
-                        attempts=func.greatest(col(Render.attempts) - 1, 0),
-                    )
+                    .values(heartbeat_at=datetime(1970, 1, 1, tzinfo=UTC), attempts=attempts)
                     .returning(col(Render.id))
                 )
                 if released.first() is not None:
-                    log.warning("render_released_on_shutdown", render_id=claim.render_id)
-        except Exception as exc:  # the lease then lapses on its own: slower, equally safe
+                    log.warning("render_released", render_id=claim.render_id, attempt_counted=count_attempt)
+        except Exception as exc:  # the database is away: remember the claim is ours to take again
+            self._abandoned[claim.render_id] = claim.token
             log.warning("render_release_failed", render_id=claim.render_id, error=type(exc).__name__)
 
     async def abandon_in_flight(self) -> None:
@@ -185,7 +216,10 @@ class JobProcessor:
 
     async def _render_with_retries(self, claim: Claim) -> bytes:
         render = claim.snapshot
-        image = await self.storage.get(render.input_key)
+        try:
+            image = await self.storage.get(render.input_key)
+        except StorageError as exc:
+            raise _storage_fault(exc) from exc
         request = RenderRequest(
             image=image,
             image_type=render.input_type,
@@ -214,45 +248,47 @@ class JobProcessor:
         raise AssertionError("unreachable")
 
     # --- settle ----------------------------------------------------------------------------------------------------
-    async def _locked_if_still_ours(self, session: AsyncSession, claim: Claim) -> Render | None:
-        render = (
-            await session.execute(select(Render).where(col(Render.id) == claim.render_id).with_for_update())
-        ).scalar_one_or_none()
-        if render is None or render.status != "processing" or render.claim_token != claim.token:
+    async def _locked_if_still_ours(self, session: AsyncSession, claim: Claim) -> tuple[Render, datetime] | None:
+        """The render (locked) and the database's time, while this claim still holds it."""
+        row = (
+            await session.execute(select(Render, func.now()).where(col(Render.id) == claim.render_id).with_for_update())
+        ).first()
+        if row is None or row[0].status != "processing" or row[0].claim_token != claim.token:
             return None
-        return render
+        return row[0], row[1]
 
     async def _complete(self, claim: Claim, output_key: str, seconds: float) -> None:
         async with unit_of_work(self.sessions) as session:
-            render = await self._locked_if_still_ours(session, claim)
-            if render is None:
+            held = await self._locked_if_still_ours(session, claim)
+            if held is None:
                 log.info("render_output_discarded", render_id=claim.render_id)
                 return
+            render, now = held
             render.status = "completed"
             render.progress = 100
             render.output_key = output_key
             render.processing_time = round(seconds, 3)
             render.credits_used = render.credits_cost
-            render.completed_at = _now()
+            render.completed_at = now
             render.claim_token = None
             session.add(render)
             await session.flush()
             url = self.storage.signed_url(output_key, self.settings.output_url_ttl_seconds)
-            await events.status_changed(session, render, output_url=url)
+            await events.status_changed(session, render, output_url=url, output_key=output_key)
         log.info("render_completed", render_id=claim.render_id, seconds=round(seconds, 2))
 
     async def _settle_failure(self, claim: Claim, code: str, message: str) -> None:
         async with unit_of_work(self.sessions) as session:
-            render = await self._locked_if_still_ours(session, claim)
-            if render is not None:
-                await self._fail(session, render, code, message)
+            held = await self._locked_if_still_ours(session, claim)
+            if held is not None:
+                await self._fail(session, held[0], held[1], code, message)
 
-    async def _fail(self, session: AsyncSession, render: Render, code: str, message: str) -> None:
+    async def _fail(self, session: AsyncSession, render: Render, now: datetime, code: str, message: str) -> None:
         render.status = "failed"
         render.error_code = code
         render.error = message
         render.claim_token = None
-        render.completed_at = _now()
+        render.completed_at = now
         session.add(render)
         await session.flush()
         await events.status_changed(session, render)
@@ -261,57 +297,62 @@ class JobProcessor:
     # --- watchdog ------------------------------------------------------------------------------------------------
     async def fail_stuck(self) -> int:
         """Fail renders processing for longer than the stuck timeout (hung renderer, or a job nobody redelivers)."""
-        cutoff = _now() - timedelta(seconds=self.settings.stuck_timeout_seconds)
         async with unit_of_work(self.sessions) as session:
-            stuck = (
-                (
-                    await session.execute(
-                        select(Render)
-                        .where(col(Render.status) == "processing", col(Render.started_at) < cutoff)
-                        .with_for_update(skip_locked=True)
-                        .limit(100)
+            rows = (
+                await session.execute(
+                    select(Render, func.now())
+                    .where(
+                        col(Render.status) == "processing",
+                        col(Render.started_at) < func.now() - _seconds(self.settings.stuck_timeout_seconds),
                     )
+                    .with_for_update(skip_locked=True, of=Render)
+                    .limit(100)
                 )
-                .scalars()
-                .all()
-            )
-            for render in stuck:
-                await self._fail(session, render, "RENDER_TIMEOUT", "The render did not finish in time")
-        return len(stuck)
+            ).all()
+            for render, now in rows:
+                await self._fail(session, render, now, "RENDER_TIMEOUT", "The render did not finish in time")
+        return len(rows)
 
-    async def requeue_stale_pending(self) -> int:
-        """Publish the job again for renders pending too long: a job message lost by the broker (an in-memory
-        dev broker restarted, a topic deleted) must not strand a paid render. Duplicates are harmless: claims are
-        conditional."""
-        cutoff = _now() - timedelta(seconds=self.settings.pending_requeue_seconds)
+    async def requeue_lost_jobs(self) -> int:
+        """Publish the job again for a render nobody is working on: pending too long (a job message lost with a
+        broker, a topic deleted) or processing with a lapsed lease (its worker died after a redelivered job was
+        acknowledged because that lease still looked live). Never while a job of the render is still unsent, and at
+        most once per lease (or pending) period; duplicates are harmless anyway: claims are conditional."""
+        lease = _seconds(self.settings.lease_seconds)
+        unsent_job = exists().where(
+            outbox.c.sent_at.is_(None), outbox.c.topic == RENDER_JOBS, outbox.c.key == col(Render.id)
+        )
+        lost_pending = and_(
+            col(Render.status) == "pending",
+            func.coalesce(col(Render.requeued_at), col(Render.created_at))
+            < func.now() - _seconds(self.settings.pending_requeue_seconds),
+        )
+        lapsed = and_(
+            col(Render.status) == "processing",
+            col(Render.heartbeat_at) < func.now() - lease,
+            or_(col(Render.requeued_at).is_(None), col(Render.requeued_at) < func.now() - lease),
+        )
         async with unit_of_work(self.sessions) as session:
-            stale = (
-                (
-                    await session.execute(
-                        select(Render)
-                        .where(
-                            col(Render.status) == "pending",
-                            func.coalesce(col(Render.heartbeat_at), col(Render.created_at)) < cutoff,
-                        )
-                        .with_for_update(skip_locked=True)
-                        .limit(100)
-                    )
+            rows = (
+                await session.execute(
+                    select(Render, func.now())
+                    .where(or_(lost_pending, lapsed), ~unsent_job)
+                    .with_for_update(skip_locked=True, of=Render)
+                    .limit(100)
                 )
-                .scalars()
-                .all()
-            )
-            for render in stale:
-                render.heartbeat_at = _now()
+            ).all()
+            for render, now in rows:
+                render.requeued_at = now
                 session.add(render)
                 await events.job_requested(session, render, attempt=render.attempts + 1)
-                log.warning("render_job_requeued", render_id=render.id)
-        return len(stale)
+                log.warning("render_job_requeued", render_id=render.id, status=render.status)
+        return len(rows)
 
     async def watchdog(self) -> None:
         while True:
             await asyncio.sleep(self.settings.watchdog_interval_seconds)
             try:
                 await self.fail_stuck()
-                await self.requeue_stale_pending()
+                await self.requeue_lost_jobs()
             except Exception as exc:
                 log.warning("watchdog_error", error=type(exc).__name__)

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import orjson
 import structlog
@@ -39,7 +39,7 @@ from services.renders.models import (
 from services.renders.rendering import RendererRegistry, validate_upload
 from services.renders.uploads import Submission
 from shared.identity import Identity
-from shared.internal_client import InternalClient
+from shared.internal_client import RENDER_NOT_FOUND, InternalClient
 from shared.netguard import UnsafeUrlError, check_url
 from shared.storage import Storage
 
@@ -150,10 +150,12 @@ async def _claim_idempotency_key(
 ) -> bool:
     """Insert the key for this request; False if another request owns it (a concurrent duplicate waits here for
     the first one's transaction to finish, then sees its row)."""
-    expired_before = datetime.now(UTC) - timedelta(seconds=ctx.settings.idempotency_ttl_seconds)
     await session.execute(
-        text("DELETE FROM idempotency_keys WHERE user_id = :u AND key = :k AND created_at < :t"),
-        {"u": user_id, "k": key, "t": expired_before},
+        text(
+            "DELETE FROM idempotency_keys WHERE user_id = :u AND key = :k "
+            "AND created_at < now() - make_interval(secs => :t)"
+        ),
+        {"u": user_id, "k": key, "t": float(ctx.settings.idempotency_ttl_seconds)},
     )
     inserted = await session.execute(
         pg_insert(IdempotencyKey)
@@ -255,9 +257,11 @@ async def own_render(session: AsyncSession, user_id: str, render_id: str, *, loc
 
 
 async def render_status_name(session: AsyncSession, render_id: str) -> str:
+    """Any user's render's status (internal callers only); ``RENDER_NOT_FOUND`` is how "it does not exist" is
+    told apart from any other 404 (credits releases a reservation on that code alone)."""
     status = (await session.execute(select(col(Render.status)).where(col(Render.id) == render_id))).scalar_one_or_none()
     if status is None:
-        raise NotFoundError("Render not found")
+        raise DomainError("Render not found", status_code=404, error_code=RENDER_NOT_FOUND)
     return str(status)
 
 

@@ -19,6 +19,7 @@ from services.telemetry import metrics
 from services.telemetry.models import ROLLUPS
 from services.telemetry.rollup import Increments, Typed, aggregate, typed
 from shared.events.envelope import CloudEvent
+from shared.faults import PoisonRecord
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -57,15 +58,24 @@ PURGE_SQL = "DELETE FROM events_seen WHERE received_at < now() - make_interval(s
 """By arrival, not event time: an event is remembered (deduped) for the retention after it was ingested."""
 
 
+def minute_rollup_purges() -> list[str]:
+    """One ``DELETE`` per per-minute rollup (parameter: the retention in seconds); the hourly ones are kept."""
+    return [
+        f"DELETE FROM {minutes.name} WHERE minute < now() - make_interval(secs => $1)"
+        for minutes, _ in ROLLUPS.values()
+    ]
+
+
 def parse_records(records: Sequence[ConsumerRecord]) -> list[CloudEvent]:
-    """The batch's CloudEvents, each id once; records that are not CloudEvents are counted and skipped."""
+    """The batch's CloudEvents, each id once. A record that is not one is a poison record when alone (the consumer
+    dead-letters it); in a larger batch it fails the batch, which the consumer then splits to isolate it."""
     events: dict[str, CloudEvent] = {}
     for record in records:
         try:
             event = CloudEvent.from_kafka(list(record.headers), record.value or b"")
-        except ValueError:
+        except ValueError as exc:
             metrics.EVENTS_INGESTED.labels("unknown", "not_a_cloudevent").inc()
-            continue
+            raise PoisonRecord(f"not a CloudEvent: {exc}") from None
         events.setdefault(event.id, event)
     return list(events.values())
 

@@ -35,6 +35,11 @@ WEBHOOK_LATENCY = Histogram(
 WEBHOOK_ENDPOINTS_DISABLED = Counter("plugin_webhook_endpoints_disabled_total", "Webhook endpoints disabled")
 CREDITS_USED = Counter("plugin_credits_used_total", "Credits spent by completed renders", ["platform"])
 CONSUMER_LAG = Gauge("plugin_consumer_lag", "Records not yet consumed", ["group", "topic"])
+DEAD_LETTERS = Gauge(
+    "plugin_dead_letters",
+    "Records in a group's dead-letter topic (its retention's worth; replay does not remove)",
+    ["group"],
+)
 EVENTS_INGESTED = Counter("plugin_telemetry_events_total", "Events ingested by telemetry", ["type", "outcome"])
 
 

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from services.webhooks.config import Settings
 from services.webhooks.delivery import Dispatcher
-from services.webhooks.events import wire
+from services.webhooks.events import consumers
 from services.webhooks.models import SCHEMA
 from shared.runtime import Runtime
 from shared.serve import serve
@@ -40,7 +40,7 @@ def create_dispatcher_app(settings: Settings | None = None) -> FastAPI:
         service="webhooks-dispatcher",
         schema=SCHEMA,
         outbox=True,
-        subscribers=partial(wire, group=settings.consumer_group),
+        consumers=partial(consumers, settings),
         resources=dispatcher_resources,
     )
     return runtime.build_app([])

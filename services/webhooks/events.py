@@ -1,4 +1,4 @@
-"""Kafka wiring of the webhooks dispatcher: the ``render.events`` subscriber, delegating to ``service.fan_out``.
+"""Kafka wiring of the webhooks dispatcher: the ``render.events`` consumer, delegating to ``service.fan_out``.
 
 Consumer group ``webhooks``. The delivery rows are written in the same transaction that records the event as
 processed (``shared.consumer``), and the offset is committed after it: from then on delivery depends only on the
@@ -8,19 +8,17 @@ processed (``shared.consumer``), and the offset is committed after it: from then
 from __future__ import annotations
 
 import structlog
-from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.webhooks import service
+from services.webhooks.config import Settings
 from services.webhooks.models import RENDER_EVENT_TYPES, processed_events
-from shared.consumer import subscribe_idempotent, with_payload
+from shared.consumer import Consumer, consumer_for, idempotent, with_payload
 from shared.events.contracts import RenderEventV1
 from shared.events.envelope import CloudEvent
 from shared.events.topics import RENDER_EVENTS
 
 log = structlog.stdlib.get_logger(__name__)
-
-CONSUMER_GROUP = "webhooks"
 
 
 async def deliver_render_event(session: AsyncSession, event: CloudEvent, data: RenderEventV1) -> None:
@@ -29,14 +27,14 @@ async def deliver_render_event(session: AsyncSession, event: CloudEvent, data: R
         log.info("webhook_deliveries_scheduled", render_id=data.renderId, deliveries=scheduled)
 
 
-def wire(broker: KafkaBroker, sessions: async_sessionmaker[AsyncSession], group: str = CONSUMER_GROUP) -> None:
-    """Register the ``render.events`` subscriber (``Runtime(subscribers=...)`` calls this before starting)."""
-    subscribe_idempotent(
-        broker,
-        RENDER_EVENTS,
+def consumers(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> list[Consumer]:
+    """The ``render.events`` consumer (``Runtime(consumers=...)`` builds it before starting)."""
+    group = settings.consumer_group
+    shape = idempotent(
+        sessions,
+        processed_events,
+        with_payload(RenderEventV1, deliver_render_event),
         group=group,
-        sessions=sessions,
-        table=processed_events,
-        effect=with_payload(RenderEventV1, deliver_render_event),
         event_types=frozenset(RENDER_EVENT_TYPES),
     )
+    return [consumer_for(settings, topics=[RENDER_EVENTS], group=group, shape=shape)]

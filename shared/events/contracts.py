@@ -33,6 +33,10 @@ class RenderEventV1(EventData):
     creditsCost: int | None = None
     creditsUsed: int | None = None
     outputUrl: str | None = None
+    """A signed download URL, valid ``RENDERS_OUTPUT_URL_TTL_SECONDS`` from the event; consumers that hand it out
+    later (webhook retries, resends) sign a fresh one from ``outputKey``."""
+    outputKey: str | None = None
+    """The output's storage key (``render.completed``)."""
     error: str | None = None
     errorCode: str | None = None
     processingTime: float | None = None

@@ -14,15 +14,20 @@ CONSUMER_GROUPS: dict[str, list[str]] = {
     "webhooks": [RENDER_EVENTS],
     "telemetry": [RENDER_EVENTS, GATEWAY_REQUESTS, WEBHOOK_EVENTS],
 }
+"""Consumer groups (committed offsets, lag, autoscaling) and what each reads."""
+
+BROADCAST_READERS: dict[str, list[str]] = {"gateway": [APIKEY_EVENTS]}
+"""Readers with no group: every replica reads every partition (cache invalidation)."""
+
+DEAD_LETTER_SUFFIX = ".dlq"
 
 
-def dlq(topic: str) -> str:
-    """The dead-letter topic of a consumed topic."""
-    return f"{topic}.dlq"
+def dead_letter_topic(group: str) -> str:
+    """Where ``group`` puts the records it gave up on (a broadcast reader's name stands for its group)."""
+    return f"{group}{DEAD_LETTER_SUFFIX}"
 
 
 def all_topics() -> list[str]:
-    """Every topic the platform uses, dead-letter topics included, created at start-up."""
+    """Every topic the platform uses, one dead-letter topic per consumer group and reader included."""
     base = [RENDER_JOBS, RENDER_EVENTS, APIKEY_EVENTS, GATEWAY_REQUESTS, WEBHOOK_EVENTS]
-    consumed = sorted({t for topics in CONSUMER_GROUPS.values() for t in topics})
-    return base + [dlq(t) for t in consumed]
+    return base + [dead_letter_topic(g) for g in (*CONSUMER_GROUPS, *BROADCAST_READERS)]

@@ -111,7 +111,7 @@ def migrated_database(server_url: str) -> Iterator[str]:
         _run(admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def _run(coro: Coroutine[Any, Any, None]) -> None:
+def _run(coro: Coroutine[Any, Any, object]) -> None:
     """Run a coroutine from sync fixture code, even when the test's event loop is already running."""
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, coro).result()

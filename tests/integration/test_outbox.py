@@ -14,7 +14,7 @@ from shared.db import make_engine, make_sessionmaker, unit_of_work
 from shared.engines import EmbeddedKafka
 from shared.events.envelope import CloudEvent
 from shared.kafka import ensure_topics
-from shared.outbox import OutboxRelay, enqueue
+from shared.outbox import OUTBOX_DEPTH, OUTBOX_OLDEST, OutboxRelay, enqueue
 from shared.testing.kafka import as_event, read_topic, wait_until
 
 
@@ -143,3 +143,55 @@ async def test_relay_is_woken_by_notify_not_by_polling(
     finally:
         await worker.stop()
     assert_exactly_once_in_order(await read_topic(own_broker.bootstrap, topic, expected=1), written)
+
+
+async def test_a_broker_that_lost_its_data_gets_the_recent_window_again(
+    isolated_database_url: str, sessions: async_sessionmaker[AsyncSession], own_broker: EmbeddedKafka
+) -> None:
+    """Rows already marked sent are published again, in order, when the broker comes back as a new cluster (the
+    in-memory broker killed and restarted); rows sent before the replay window are not. The backlog gauges show
+    what waits while the broker is away."""
+    topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(own_broker.bootstrap, 3, topics=[topic])
+    worker = OutboxRelay(
+        database_url=isolated_database_url,
+        schema=SCHEMA,
+        bootstrap_servers=own_broker.bootstrap,
+        poll_seconds=0.2,
+        max_backoff_seconds=0.5,
+        replay_window_seconds=600,
+        cluster_check_seconds=0.5,
+    )
+    await worker.start()
+    try:
+        old = await write_events(sessions, topic, aggregates=2, per_aggregate=3)
+
+        async def all_sent() -> bool:
+            return await unsent(sessions) == 0
+
+        await wait_until(all_sent, wait_seconds=30)
+        async with unit_of_work(sessions) as session:  # these went out long ago: outside the replay window
+            await session.execute(outbox.update().values(sent_at=func.now() - func.make_interval(0, 0, 0, 1)))
+        recent = await write_events(sessions, topic, aggregates=4, per_aggregate=5)
+        await wait_until(all_sent, wait_seconds=30)
+
+        own_broker.proc.kill()  # type: ignore[union-attr]  # kill -9: everything it held is gone
+        own_broker.proc.wait()  # type: ignore[union-attr]
+        waiting = await write_events(sessions, topic, aggregates=1, per_aggregate=2)
+
+        async def backlog_shown() -> bool:
+            return OUTBOX_DEPTH.labels(SCHEMA)._value.get() == len(waiting)
+
+        await wait_until(backlog_shown, wait_seconds=30)
+        assert OUTBOX_OLDEST.labels(SCHEMA)._value.get() > 0
+        own_broker.start()
+        await ensure_topics(own_broker.bootstrap, 3, topics=[topic])
+        await wait_until(all_sent, wait_seconds=60)
+        records = await read_topic(own_broker.bootstrap, topic, expected=len(recent) + len(waiting))
+    finally:
+        await worker.stop()
+    ids = [as_event(r).id for r in records]
+    assert sorted(ids) == sorted(e.id for e in recent + waiting), "the window again, and what waited, each once"
+    assert_exactly_once_in_order([r for r in records if as_event(r).id in {e.id for e in recent}], recent)
+    assert not {e.id for e in old} & set(ids)
+    assert OUTBOX_DEPTH.labels(SCHEMA)._value.get() == 0
