@@ -4,6 +4,9 @@ The middleware only appends a small tuple to an in-memory queue when the respons
 the queue into CloudEvents and hands them to one Kafka producer (which batches them on the wire). Telemetry is not
 business state: when Kafka is away the queue is bounded and the oldest requests beyond it are dropped and counted
 (``plugin_gateway_request_events_dropped_total``), never the request itself delayed or failed.
+
+Each recorded request has one event id, derived from its request id and the time it was recorded, so a batch sent
+again after a partial failure carries the same ids and telemetry (which dedupes by event id) counts it once.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import re
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -43,6 +47,8 @@ STATIC_SEGMENTS = frozenset(
 )  # fmt: skip
 """Every literal segment of the public API; any other segment is an id and becomes ``{id}``."""
 _ERROR_CODE = re.compile(rb'"errorCode"\s*:\s*"([A-Z_]{1,40})"')
+EVENT_ID_NAMESPACE = uuid.UUID("5b0f6c8e-2d3a-4c1e-9f7b-8a6d4e2c1b09")
+"""uuid5 namespace of ``gateway.request`` event ids."""
 
 
 def route_template(path: str) -> str:
@@ -75,7 +81,10 @@ class RequestEventsPublisher:
     ) -> None:
         if len(self._queue) == self._queue.maxlen:
             DROPPED.inc()
-        self._queue.append((request_id, method, route, status, duration_ms, plugin, user_id, error_code, time.time()))
+        # The record time (ns) is taken once here: with the request id it makes the event id (see ``event_id``).
+        self._queue.append(
+            (request_id, method, route, status, duration_ms, plugin, user_id, error_code, time.time_ns())
+        )
         if len(self._queue) >= self.batch:
             self._wake.set()
 
@@ -137,8 +146,16 @@ class RequestEventsPublisher:
                 await asyncio.wait_for(producer.stop(), 2)
 
 
+def event_id(request_id: str, recorded_ns: int) -> str:
+    """The event id of one recorded request: the same on every send of it, different for another request.
+
+    Not the request id alone: a client may send its own ``X-Request-Id`` and reuse it, and each request counts.
+    """
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{request_id}\n{recorded_ns}"))
+
+
 def _event(item: tuple[Any, ...]) -> CloudEvent:
-    request_id, method, route, status, duration_ms, plugin, user_id, error_code, at = item
+    request_id, method, route, status, duration_ms, plugin, user_id, error_code, recorded_ns = item
     data: dict[str, Any] = {
         "requestId": request_id,
         "method": method,
@@ -154,10 +171,11 @@ def _event(item: tuple[Any, ...]) -> CloudEvent:
     if error_code:
         data["errorCode"] = error_code
     return CloudEvent(
+        id=event_id(request_id, recorded_ns),
         source="/services/gateway",
         type="gateway.request",
         subject=request_id,
-        time=datetime.fromtimestamp(at, UTC),
+        time=datetime.fromtimestamp(recorded_ns / 1e9, UTC),
         data=data,
     )
 

@@ -56,6 +56,11 @@ class Settings(ServiceSettings):
     """How much of a receiver's response body the attempt log keeps."""
     retention_days: float = Field(30, gt=0)
     """Finished deliveries (with their attempts) and processed-event records older than this are deleted."""
+    held_retention_days: float = Field(30, gt=0)
+    """A delivery held this long for a disabled endpoint is canceled (and deleted ``retention_days`` later)."""
+    output_url_ttl_seconds: int = Field(86400, ge=60, le=604800)
+    """Validity of the ``outputUrl`` signed at each attempt: retries and resends span days, so it is never the
+    URL minted when the render completed (604800 s is the longest an S3 presigned URL may live)."""
 
     @field_validator("retry_schedule")
     @classmethod

@@ -9,6 +9,9 @@ Three parts, each in its own task: the claimer keeps up to ``max_in_flight`` att
 ``endpoint_concurrency`` per endpoint, so a slow endpoint never takes the slots of the others); each attempt is a
 task of its own, bounded by the transport's timeout; the recorder writes finished attempts in one transaction per
 batch (attempt log, delivery state, endpoint streak, disable decisions, outbox events for telemetry).
+
+A render delivery with an output key gets its ``data.outputUrl`` signed when it is sent, valid
+``output_url_ttl_seconds`` from then: the body stored at fan-out is otherwise sent as it is.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from shared.events.envelope import CloudEvent
 from shared.events.topics import WEBHOOK_EVENTS
 from shared.outbox import outbox_values
 from shared.retry import until_done
+from shared.storage import Storage, storage_from_settings
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -94,7 +98,7 @@ signed AS (
 UPDATE deliveries d SET locked_until = now() + make_interval(secs => $4)
 FROM signed WHERE d.id = signed.id
 RETURNING d.id, d.event_id, d.event_type, d.event_time, d.user_id, d.endpoint_id, d.target_key, d.url, d.payload,
-          d.attempt_count, d.retry_index, signed.secret
+          d.output_key, d.attempt_count, d.retry_index, signed.secret
 """
 """Due deliveries, oldest first, at most ``free`` per endpoint (its cap minus what this process has in flight).
 
@@ -157,6 +161,12 @@ WHERE endpoint_id = $1 AND status = 'pending' AND event_type <> 'webhook.test'
 """
 """A disabled endpoint's deliveries wait, not due, until ``enable`` makes them due again (test pings still go)."""
 
+EXPIRE_HELD_SQL = """
+UPDATE deliveries SET status = 'canceled', completed_at = now()
+WHERE status = 'pending' AND next_attempt_at IS NULL AND created_at < now() - make_interval(secs => $1)
+"""
+"""A delivery held for a disabled endpoint longer than ``held_retention_days`` is canceled (and deleted later)."""
+
 CLEANUP_SQL = (
     "DELETE FROM deliveries WHERE status <> 'pending' AND completed_at < now() - make_interval(secs => $1)",
     "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
@@ -185,6 +195,7 @@ class Claimed:
     target_key: str
     url: str
     payload: bytes
+    output_key: str | None
     attempt_count: int
     retry_index: int
     secret: str | None
@@ -213,8 +224,9 @@ class Finished:
 class Dispatcher:
     """One process's share of the delivery work; ``start`` and ``stop`` from the dispatcher's lifespan."""
 
-    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
+    def __init__(self, settings: Settings, transport: Transport | None = None, storage: Storage | None = None) -> None:
         self.settings = settings
+        self.storage = storage or storage_from_settings(settings)  # only signs URLs: no I/O, no volume
         self.schedule = settings.retry_delays
         self.transport = transport or Transport(
             timeout_seconds=settings.timeout_seconds,
@@ -337,8 +349,9 @@ class Dispatcher:
             if delivery.secret is None:  # cannot happen with the schema's invariants; never send unsigned
                 outcome = Outcome(None, "no signing secret", 0)
             else:
-                headers = signing.headers(delivery.secret, delivery.event_id, delivery.event_type, delivery.payload)
-                outcome = await self.transport.send(delivery.url, delivery.payload, headers)
+                payload = self._body(delivery)
+                headers = signing.headers(delivery.secret, delivery.event_id, delivery.event_type, payload)
+                outcome = await self.transport.send(delivery.url, payload, headers)
         except Exception as exc:  # a bug here must not lose the delivery: it is recorded as a failed attempt
             log.error("webhook_attempt_error", delivery_id=delivery.id, exc_info=True)
             outcome = Outcome(None, f"internal error: {type(exc).__name__}", 0)
@@ -354,6 +367,20 @@ class Dispatcher:
         ATTEMPT_SECONDS.observe(outcome.duration_ms / 1000)
         self._results.put_nowait(Finished(delivery, outcome, datetime.now(UTC)))
 
+    def _body(self, delivery: Claimed) -> bytes:
+        """The bytes to send now: the stored body, with a freshly signed ``outputUrl`` when it has an output key.
+
+        Should signing fail, the stored body goes out as it is (its URL may still be valid): the event matters more.
+        """
+        if delivery.output_key is None:
+            return delivery.payload
+        try:
+            url = self.storage.signed_url(delivery.output_key, self.settings.output_url_ttl_seconds)
+            return with_output_url(delivery.payload, url)
+        except Exception as exc:
+            log.error("webhook_output_url_failed", delivery_id=delivery.id, error=f"{type(exc).__name__}: {exc}")
+            return delivery.payload
+
     async def _cleanup_loop(self) -> None:
         """Retention: every few minutes, whichever dispatcher gets there first deletes what has aged out."""
         while True:
@@ -366,7 +393,13 @@ class Dispatcher:
                 log.warning("webhook_retention_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def purge_expired(self) -> None:
+        """Cancel deliveries held past ``held_retention_days``, then delete what is finished past ``retention_days``."""
         pool = await self._connect()
+        status = await pool.execute(EXPIRE_HELD_SQL, self.settings.held_retention_days * 86400.0)
+        if (expired := int(status.rsplit(" ", 1)[-1])) > 0:
+            log.warning(
+                "webhook_held_deliveries_canceled", count=expired, older_than_days=self.settings.held_retention_days
+            )
         for statement in CLEANUP_SQL:
             await pool.execute(statement, self.settings.retention_days * 86400.0)
 
@@ -511,6 +544,13 @@ class Dispatcher:
                     )
                 )
         return events
+
+
+def with_output_url(payload: bytes, output_url: str) -> bytes:
+    """``payload`` (a stored ``{event, timestamp, data}`` body) with ``data.outputUrl`` set: one parse, one dump."""
+    body = orjson.loads(payload)
+    body["data"]["outputUrl"] = output_url
+    return orjson.dumps(body)
 
 
 async def _enqueue(conn: asyncpg.Connection, events: list[CloudEvent]) -> None:

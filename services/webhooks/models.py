@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from shared.consumer import processed_events_table
 from shared.models import registry_for_schema
-from shared.outbox import outbox_table
+from shared.outbox import outbox_broker_table, outbox_table
 
 SCHEMA = "webhooks"
 schema_registry = registry_for_schema()
@@ -101,6 +101,7 @@ deliveries = Table(
     Column("target_key", Text, nullable=False),
     Column("url", Text, nullable=False),
     Column("payload", LargeBinary, nullable=False),
+    Column("output_key", Text, nullable=True),  # a render's output: its outputUrl is signed at each attempt
     Column("status", Text, nullable=False, server_default="pending"),
     Column("attempt_count", Integer, nullable=False, server_default="0"),
     Column("retry_index", Integer, nullable=False, server_default="0"),
@@ -129,6 +130,7 @@ attempts = Table(
 )
 
 outbox = outbox_table(metadata)
+outbox_broker = outbox_broker_table(metadata)
 processed_events = processed_events_table(metadata)
 
 

@@ -272,7 +272,8 @@ async def list_deliveries(
 
 
 async def resend(session: AsyncSession, user_id: str, webhook_id: str, delivery_id: str) -> str:
-    """Queue the delivery again, now, with a fresh retry budget: same event id, same body, new signature."""
+    """Queue the delivery again, now, with a fresh retry budget: same event id and body (its ``outputUrl`` signed
+    afresh when sent), new signature."""
     endpoint = await _own_endpoint(session, user_id, webhook_id)
     if not endpoint.is_active:
         raise InvalidStateError("This webhook is disabled; enable it before resending")
@@ -307,27 +308,17 @@ async def callback_secret(session: AsyncSession, user_id: str) -> str:
 
 
 async def fan_out(session: AsyncSession, event: CloudEvent, user_id: str, callback_url: str | None) -> int:
-    """One delivery row per matching active endpoint of the render's owner, plus one to its ``callback_url``."""
-    subscribed = or_(endpoints.c.events.contains([event.type]), endpoints.c.events.contains([ALL_EVENTS]))
-    targets = (
-        await session.execute(
-            select(endpoints.c.id, endpoints.c.url).where(
-                endpoints.c.user_id == user_id,
-                endpoints.c.deleted_at.is_(None),
-                endpoints.c.is_active,
-                subscribed,
-            )
-        )
-    ).all()
-    rows: list[tuple[str | None, str, str]] = [(t.id, t.id, t.url) for t in targets]
-    if callback_url:
-        await callback_secret(session, user_id)
-        rows.append((None, CALLBACK_TARGET, callback_url))
-    if not rows:
-        return 0
+    """One delivery row per subscribed endpoint of the render's owner, plus one to its ``callback_url``.
+
+    A disabled endpoint gets its row too, held (``next_attempt_at`` NULL) until ``enable`` makes it due: events that
+    arrive meanwhile are not lost. Each row keeps the output's storage key, so every attempt signs a fresh URL.
+    """
+    targets = await _subscribed_endpoints(session, user_id, event.type)
     payload = signing.render_body(event.type, event.time, event.data)
-    values = [
-        {
+    output_key = event.data.get("outputKey") or None
+
+    def row(endpoint_id: str | None, target_key: str, url: str) -> dict[str, Any]:
+        return {
             "id": new_id(),
             "event_id": event.id,
             "event_type": event.type,
@@ -337,9 +328,34 @@ async def fan_out(session: AsyncSession, event: CloudEvent, user_id: str, callba
             "target_key": target_key,
             "url": url,
             "payload": payload,
+            "output_key": output_key,
         }
-        for endpoint_id, target_key, url in rows
-    ]
-    await session.execute(pg_insert(deliveries).on_conflict_do_nothing(constraint="uq_deliveries_event_target"), values)
-    await wake_dispatchers(session)
-    return len(values)
+
+    due = [row(t.id, t.id, t.url) for t in targets if t.is_active]
+    held = [{**row(t.id, t.id, t.url), "next_attempt_at": None} for t in targets if not t.is_active]
+    if callback_url:
+        await callback_secret(session, user_id)
+        due.append(row(None, CALLBACK_TARGET, callback_url))
+    statement = pg_insert(deliveries).on_conflict_do_nothing(constraint="uq_deliveries_event_target")
+    for values in (due, held):
+        if values:  # two statements: an executemany needs the same columns in every row
+            await session.execute(statement, values)
+    if due:
+        await wake_dispatchers(session)
+    return len(due) + len(held)
+
+
+async def _subscribed_endpoints(session: AsyncSession, user_id: str, event_type: str) -> list[Any]:
+    """The owner's live endpoints subscribed to ``event_type``, active or not, locked ``FOR KEY SHARE``.
+
+    The lock waits for an ``enable`` or ``delete`` in progress (both lock the endpoint ``FOR UPDATE``) and reads the
+    row as it commits, so no row is held for an endpoint enabled meanwhile (it would wait for ever), nor created for
+    one just deleted. It does not wait for the dispatchers' streak updates (``FOR NO KEY UPDATE``).
+    """
+    subscribed = or_(endpoints.c.events.contains([event_type]), endpoints.c.events.contains([ALL_EVENTS]))
+    stmt = (
+        select(endpoints.c.id, endpoints.c.url, endpoints.c.is_active)
+        .where(endpoints.c.user_id == user_id, endpoints.c.deleted_at.is_(None), subscribed)
+        .with_for_update(read=True, key_share=True)
+    )
+    return list((await session.execute(stmt)).all())

@@ -311,9 +311,21 @@ async def test_gone_disables_at_once_and_enable_reactivates(
     assert view["isActive"] is False
     assert "410" in view["disabledReason"]
 
-    # Disabled: render events are not fanned out to it.
+    # Disabled: its render events are held in the delivery log, not sent, until it is enabled.
     created = await gateway_client.post("/api/plugins/renders", json=submission(), headers=user.bearer)
     await wait_final(gateway_client, created.json()["data"]["renderId"], user.bearer)
+    log_url = f"{WEBHOOKS}/{webhook['webhookId']}/deliveries"
+    held: list[dict[str, Any]] = []
+
+    async def render_events_held() -> bool:
+        nonlocal held
+        response = await gateway_client.get(log_url, headers=user.bearer)
+        held = [d for d in response.json()["data"]["deliveries"] if d["event"].startswith("render.")]
+        return len(held) == 2
+
+    await wait_until(render_events_held, 30)
+    assert {d["event"] for d in held} == {"render.processing", "render.completed"}
+    assert all(d["status"] == "pending" and d.get("nextAttemptAt") is None and not d["attempts"] for d in held)
     await asyncio.sleep(1)
     assert len(hooks.received(path)) == 1
 
@@ -321,8 +333,13 @@ async def test_gone_disables_at_once_and_enable_reactivates(
     assert enabled.status_code == 200, enabled.text
     assert enabled.json()["data"]["isActive"] is True
     assert enabled.json()["data"].get("disabledReason") is None
+    released = (await hooks.wait_for(path, 3))[1:]
+    assert all(r.status == 200 for r in released)
+    assert {r.headers["webhook-id"] for r in released} == {d["eventId"] for d in held}, "the events' own ids"
+    for received in released:
+        Webhook(webhook["secret"]).verify(received.body, received.headers)
     await ping(gateway_client, user, webhook["webhookId"])
-    assert (await hooks.wait_for(path, 2))[-1].status == 200
+    assert (await hooks.wait_for(path, 4))[-1].status == 200
 
 
 async def test_delete_stops_deliveries(

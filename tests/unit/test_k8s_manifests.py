@@ -58,6 +58,8 @@ CPU_SCALED_GROUPS = {"credits": "credits"}
 DEV_ONLY_ENVIRONMENT = {"VAR_DIR", "CI"}
 # Path settings a process writes to (local storage, generated dev signing keys): must be on a writable volume.
 WRITABLE_PATH_SETTINGS = {"STORAGE_DIR": {"gateway", "renders-api", "render-worker"}, "AUTH_SIGNING_KEYS_DIR": {"auth"}}
+# Processes of a package that opens storage only to sign download URLs (webhook bodies): no files, no volume.
+URL_SIGNING_ONLY = {"webhooks-api", "webhooks-dispatcher"}
 SENSITIVE = {"DATABASE_URL", "GEMINI_API_KEY", "AUTH_SIGNING_KEYS", "S3_ACCESS_KEY_ID"}
 NON_PUBLIC_NETWORKS = {
     "10.0.0.0/8",
@@ -505,11 +507,35 @@ def test_cloudnativepg_cluster(build: str) -> None:
     assert spec["storage"]["size"]
     assert spec["bootstrap"]["initdb"]["database"]
     assert spec["bootstrap"]["initdb"]["owner"]
+    standbys = synchronous_standbys(spec)
+    assert standbys < spec["instances"] or standbys == 0, "more synchronous standbys than there are standbys"
+    if build == "overlays/prod":
+        assert spec["instances"] >= 3
+        assert standbys >= 1, "a committed write is on a standby too before the commit returns"
     # every process takes DATABASE_URL from the Secret the operator generates: <cluster>-app, key uri
     for workload in [*of_kind(docs, "Deployment").values(), *of_kind(docs, "Job").values()]:
         spec_ = workload["spec"]["template"]["spec"]
         env = {e["name"]: e for e in spec_["containers"][0].get("env", [])}
         assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "platform-db-app", "key": "uri"}
+
+
+def synchronous_standbys(spec: Doc) -> int:
+    """Standbys every commit waits for: CNPG >= 1.24's ``postgresql.synchronous`` or the older min/max fields.
+
+    ``dataDurability: preferred`` does not count: without a standby the primary goes on alone, writes unreplicated.
+    """
+    synchronous = spec.get("postgresql", {}).get("synchronous")
+    legacy = spec.get("minSyncReplicas", 0)
+    assert not (synchronous and (legacy or "maxSyncReplicas" in spec)), "CNPG refuses both forms at once"
+    if synchronous is None:
+        assert legacy <= spec.get("maxSyncReplicas", legacy)
+        return int(legacy)
+    known = {"method", "number", "dataDurability", "maxStandbyNamesFromCluster", "standbyNamesPre", "standbyNamesPost"}
+    assert set(synchronous) <= known, f"fields CNPG 1.25 does not know: {set(synchronous) - known}"
+    assert synchronous["method"] in {"any", "first"}
+    assert synchronous["number"] >= 1
+    assert synchronous.get("dataDurability", "required") in {"required", "preferred"}
+    return 0 if synchronous.get("dataDurability") == "preferred" else int(synchronous["number"])
 
 
 def test_redis_statefulset_and_service() -> None:
@@ -545,7 +571,7 @@ def test_the_storage_users_are_the_processes_that_open_storage() -> None:
         return any("storage_from_settings(" in path.read_text() for path in package.glob("*.py"))
 
     users = {name for name, (_, module) in PROCESSES.items() if opens_storage(module)}
-    assert users == WRITABLE_PATH_SETTINGS["STORAGE_DIR"]
+    assert users == WRITABLE_PATH_SETTINGS["STORAGE_DIR"] | URL_SIGNING_ONLY
 
 
 def test_entry_modules_serve_when_run() -> None:
