@@ -54,6 +54,10 @@ T = TypeVar("T")
 # How long a fetch may wait for data on the broker: short, so an event is handled as soon as it lands (a broker
 # that does not answer early, like the embedded one, would otherwise add up to 500 ms to every event).
 FETCH_MAX_WAIT_MS = 50
+CLOSE_SECONDS = 3.0
+"""Longest wait for a consumer to close (leave its group); a broker that is gone never answers."""
+STOP_SECONDS = 6.0
+"""Longest wait, after the work in hand, for the loop to notice a stop and close its consumer."""
 DLQ_HEADER_PREFIX = "x-dlq-"
 
 EVENTS_CONSUMED = Counter("plugin_events_consumed_total", "Events consumed", ["group", "type", "outcome"])
@@ -227,12 +231,19 @@ class Consumer:
         (uncommitted records are redelivered to whoever takes the partitions)."""
         self._stopping.set()
         work = self._work
-        if work is not None and not work.done() and grace_seconds > 0:
-            await asyncio.wait({work}, timeout=grace_seconds)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if work is not None and not work.done():
+            if grace_seconds > 0:
+                await asyncio.wait({work}, timeout=grace_seconds)
+            work.cancel()  # only the work: the loop then closes its consumer, which leaves the group at once
+        task = self._task
+        if task is not None:
+            # The loop notices the stop within a fetch (≤ 0.5 s); cancelling it mid-close would skip LeaveGroup and
+            # hold the group's next rebalance until the coordinator gives up on this member.
+            done, _ = await asyncio.wait({task}, timeout=STOP_SECONDS)
+            if not done:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Interrupted):
+                await task
         await self.dead_letters.close()
 
     async def run(self) -> None:
@@ -258,7 +269,7 @@ class Consumer:
                 await backoff.sleep()
             finally:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(consumer.stop(), 5)
+                    await asyncio.wait_for(consumer.stop(), CLOSE_SECONDS)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         topics = self.topics if self.group is not None else []

@@ -1,7 +1,8 @@
 """Standard Webhooks secrets, bodies and signature headers.
 
-A body is built once, when its delivery is scheduled, and stored: every retry sends the same bytes under the same
-``webhook-id`` (the event id), so a receiver can dedupe; only ``webhook-timestamp`` and the signature are fresh.
+A body is built once, when its delivery is scheduled, and stored: every retry sends the same event under the same
+``webhook-id`` (the event id), so a receiver can dedupe; only ``webhook-timestamp``, the signature and a render's
+``outputUrl`` (signed anew for each attempt, so it is valid when it arrives) are fresh.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.renders.models import SCHEMA, processed_events
-from shared.consumer import Consumer, RetryPolicy, batched, idempotent, parse_event
+from shared.consumer import Consumer, RetryPolicy, batched, idempotent, parse_event, per_record
 from shared.db import make_engine, make_sessionmaker, unit_of_work
+from shared.engines import EmbeddedKafka
 from shared.events.envelope import CloudEvent
 from shared.events.topics import dead_letter_topic
 from shared.faults import TransientError
@@ -240,3 +241,51 @@ async def test_stop_leaves_the_record_in_hand_uncommitted(
         await wait_until(handled, wait_seconds=30)
     finally:
         await second.stop()
+
+
+async def test_a_broadcast_reader_starts_over_when_the_broker_lost_its_data(own_broker: EmbeddedKafka) -> None:
+    """The gateway's shape: a fresh reader starts at the end; one whose broker came back empty (a new cluster)
+    reads the new broker from the beginning, so what the outboxes publish again (revocations) is never skipped,
+    although its old positions lie past the new broker's end."""
+    bootstrap = own_broker.bootstrap
+    topic = f"test.broadcast.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, 1, topics=[topic])
+    seen: list[str] = []
+
+    async def handle(record: ConsumerRecord) -> None:
+        seen.append(parse_event(record).id)
+
+    def event() -> CloudEvent:
+        return CloudEvent(source="/tests", type="apikey.revoked", subject="k", data={})
+
+    before = event()
+    await publish(bootstrap, topic, before)
+    reader = Consumer(
+        bootstrap=bootstrap,
+        topics=[topic],
+        group=None,
+        name=f"reader-{uuid.uuid4().hex[:6]}",
+        shape=per_record(handle),
+        cluster_check_seconds=0.5,
+    )
+    reader.start()
+    try:
+        await asyncio.wait_for(reader.ready.wait(), 30)
+        first = [event() for _ in range(3)]
+        await publish(bootstrap, topic, *first)
+
+        async def read(expected: list[CloudEvent]) -> bool:
+            return [e.id for e in expected] == seen[-len(expected) :]
+
+        await wait_until(lambda: read(first), wait_seconds=30)
+        assert before.id not in seen, "a fresh reader starts at the end"
+
+        own_broker.proc.kill()  # type: ignore[union-attr]
+        own_broker.proc.wait()  # type: ignore[union-attr]
+        own_broker.start()
+        await ensure_topics(bootstrap, 1, topics=[topic])
+        again = [event(), event()]  # offsets 0 and 1 of the new broker, below the reader's old position 4
+        await publish(bootstrap, topic, *again)
+        await wait_until(lambda: read(again), wait_seconds=60)
+    finally:
+        await reader.stop()
