@@ -148,16 +148,24 @@ def kafka_bootstrap(engine_dir: Path) -> Iterator[str]:
         broker.stop()
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[EmbeddedKafka]:
-    """A broker this test may stop and start (always embedded: an external one cannot be stopped by a test)."""
-    broker = EmbeddedKafka(free_port(), tmp_path / "kafka.log")
+@contextmanager
+def killable_broker(log_dir: Path) -> Iterator[EmbeddedKafka]:
+    """An embedded broker with the platform's topics that the caller may kill, stop and start (an external one
+    cannot be stopped by a test)."""
+    broker = EmbeddedKafka(free_port(), log_dir / "kafka.log")
     broker.start()
     _run(ensure_topics(broker.bootstrap, TEST_PARTITIONS))
     try:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedKafka]:
+    """A broker of this test alone, which it may stop and start."""
+    with killable_broker(tmp_path) as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")

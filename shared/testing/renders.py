@@ -6,10 +6,15 @@ import asyncio
 import base64
 import io
 import time
+import uuid
 from typing import Any
 
 import httpx
 from PIL import Image, ImageDraw
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.renders.models import Render
+from shared.db import unit_of_work
 
 GEMINI_MODEL = "gemini-2.5-flash-image"
 
@@ -59,3 +64,23 @@ async def balance(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[st
     assert response.status_code == 200, response.text
     data: dict[str, int] = response.json()["data"]
     return data
+
+
+async def insert_render(sessions: async_sessionmaker[AsyncSession], **values: Any) -> Render:
+    """A render row written straight into the renders schema (a test's setup: any status, any timestamps)."""
+    render_id = str(uuid.uuid4())
+    defaults: dict[str, Any] = {
+        "id": render_id,
+        "user_id": "u1",
+        "quality": "standard",
+        "aspect_ratio": "16:9",
+        "style": "soft",
+        "model": "local",
+        "credits_cost": 5,
+        "input_key": f"renders/{render_id}/input.png",
+        "input_type": "image/png",
+    }
+    render = Render(**{**defaults, **values})
+    async with unit_of_work(sessions) as session:
+        session.add(render)
+    return render

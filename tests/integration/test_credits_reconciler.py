@@ -3,7 +3,6 @@ API over HTTP (its own database, the same one credits uses here, as in a deploym
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -16,12 +15,12 @@ from services.credits.reconciler import Reconciler
 from services.renders.config import Settings as RendersSettings
 from services.renders.main import create_app as create_renders_app
 from services.renders.models import SCHEMA as RENDERS_SCHEMA
-from services.renders.models import Render
 from shared.db import make_engine, make_sessionmaker, unit_of_work
 from shared.errors import DomainError
 from shared.internal_client import RendersClient
 from shared.settings import ServiceSettings
 from shared.testing.fixtures import migrated_database
+from shared.testing.renders import insert_render
 from shared.testing.servers import serve_in_thread
 
 SECRET = ServiceSettings(app_env="dev").internal_identity_secret
@@ -62,22 +61,7 @@ async def renders_db(database_url_of_both: str) -> AsyncIterator[AsyncEngine]:
 
 
 async def add_render(engine: AsyncEngine, user_id: str, status: str) -> str:
-    render_id = str(uuid.uuid4())
-    values: dict[str, Any] = {
-        "id": render_id,
-        "user_id": user_id,
-        "status": status,
-        "quality": "standard",
-        "aspect_ratio": "16:9",
-        "style": "soft",
-        "model": "local",
-        "credits_cost": 5,
-        "input_key": f"renders/{render_id}/input.png",
-        "input_type": "image/png",
-    }
-    async with unit_of_work(make_sessionmaker(engine)) as session:
-        session.add(Render(**values))
-    return render_id
+    return (await insert_render(make_sessionmaker(engine), user_id=user_id, status=status)).id
 
 
 async def reserve(sessions: async_sessionmaker[AsyncSession], user_id: str, *render_ids: str) -> None:

@@ -26,10 +26,18 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from shared.db import plain_dsn
-from shared.engines import EmbeddedKafka, free_port
+from shared.engines import EmbeddedKafka
 from shared.events.envelope import CloudEvent
 from shared.kafka import ensure_topics
-from shared.testing.fixtures import TEST_PARTITIONS, Stack, gemini_env, migrated_database, running_stack, sign_up
+from shared.testing.fixtures import (
+    TEST_PARTITIONS,
+    Stack,
+    gemini_env,
+    killable_broker,
+    migrated_database,
+    running_stack,
+    sign_up,
+)
 from shared.testing.invariants import Subscriber, check_invariants
 from shared.testing.kafka import as_event, read_topic, wait_until
 from shared.testing.receiver import Receiver, Reply
@@ -42,13 +50,8 @@ MEASURED: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
-    kafka = EmbeddedKafka(free_port(), tmp_path_factory.mktemp("kafka") / "kafka.log")
-    kafka.start()
-    asyncio.run(ensure_topics(kafka.bootstrap, TEST_PARTITIONS))
-    try:
+    with killable_broker(tmp_path_factory.mktemp("kafka")) as kafka:
         yield kafka
-    finally:
-        kafka.stop()
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +135,14 @@ def child(stack: Stack, module: str) -> psutil.Process:
     raise AssertionError(f"no {module} process")
 
 
-async def wait_restarted(stack: Stack, module: str, old_pid: int) -> None:
+async def kill(stack: Stack, module: str, sig: int = signal.SIGKILL) -> None:
+    """Signal ``module``'s process, wait for it to be gone and for the supervisor's replacement."""
+    victim = child(stack, module)
+    victim.send_signal(sig)
+    await asyncio.to_thread(victim.wait, 30)  # SIGTERM: gone within its grace; psutil raises TimeoutExpired else
+
     async def restarted() -> bool:
-        return child(stack, module).pid != old_pid
+        return child(stack, module).pid != victim.pid
 
     await wait_until(restarted, wait_seconds=30)
 
@@ -293,9 +301,7 @@ async def test_render_worker_killed_mid_render(
     sub = await subscriber(client, url)
     await submit(client, sub, url, 2, model=GEMINI_MODEL, prompt="SLOW_3")
     await wait_until(lambda: any_status(client, sub, "processing"), wait_seconds=30, interval=0.05)
-    victim = child(fault_stack, "services.renders.worker")
-    victim.kill()
-    await wait_restarted(fault_stack, "services.renders.worker", victim.pid)
+    await kill(fault_stack, "services.renders.worker")
     await check_invariants(client, database, hooks, [sub])
 
 
@@ -315,9 +321,7 @@ async def test_credits_killed_while_settling_a_burst(
         return bool(rows[0]["n"] >= 1)
 
     await wait_until(settling, wait_seconds=60, interval=0.02)
-    victim = child(fault_stack, "services.credits")
-    victim.kill()
-    await wait_restarted(fault_stack, "services.credits", victim.pid)
+    await kill(fault_stack, "services.credits")
     await check_invariants(client, database, hooks, [sub])
 
 
@@ -332,9 +336,7 @@ async def test_dispatcher_killed_mid_delivery(
     hooks.script(sub.callback_path, slow, slow, slow, slow)
     await submit(client, sub, url, 2)
     await hooks.wait_for(sub.endpoint_path, 1, wait_seconds=60)
-    victim = child(fault_stack, "services.webhooks.dispatcher")
-    victim.kill()
-    await wait_restarted(fault_stack, "services.webhooks.dispatcher", victim.pid)
+    await kill(fault_stack, "services.webhooks.dispatcher")
     await check_invariants(client, database, hooks, [sub])
 
 
@@ -370,8 +372,5 @@ async def test_sigterm_of_a_consumer_mid_work(
     await submit(client, sub, url, 2, model=GEMINI_MODEL, prompt="SLOW_2")
     await submit(client, sub, url, 3)
     await wait_until(lambda: any_status(client, sub, "processing"), wait_seconds=30, interval=0.05)
-    victim = child(fault_stack, module)
-    victim.send_signal(signal.SIGTERM)
-    victim.wait(30)
-    await wait_restarted(fault_stack, module, victim.pid)
+    await kill(fault_stack, module, signal.SIGTERM)
     await check_invariants(client, database, hooks, [sub])

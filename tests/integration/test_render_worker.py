@@ -22,6 +22,7 @@ from shared.faults import TransientError
 from shared.storage import LocalStorage
 from shared.testing.fixtures import Stack
 from shared.testing.kafka import read_topic
+from shared.testing.renders import insert_render
 
 
 @pytest.fixture
@@ -39,21 +40,7 @@ def processor(sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> Job
 
 
 async def add_render(sessions: async_sessionmaker[AsyncSession], **values: Any) -> str:
-    render_id = str(uuid.uuid4())
-    defaults: dict[str, Any] = {
-        "id": render_id,
-        "user_id": "u1",
-        "quality": "standard",
-        "aspect_ratio": "16:9",
-        "style": "soft",
-        "model": "local",
-        "credits_cost": 5,
-        "input_key": f"renders/{render_id}/input.png",
-        "input_type": "image/png",
-    }
-    async with unit_of_work(sessions) as session:
-        session.add(Render(**{**defaults, **values}))
-    return render_id
+    return (await insert_render(sessions, **values)).id
 
 
 async def state(sessions: async_sessionmaker[AsyncSession], render_id: str) -> tuple[Render, list[str]]:

@@ -1,6 +1,5 @@
 """Renders survive a broker outage and a worker killed mid-render (a stack of their own: these tests break it)."""
 
-import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -9,13 +8,14 @@ import httpx
 import psutil
 import pytest
 
-from shared.engines import EmbeddedKafka, free_port
+from shared.engines import EmbeddedKafka
 from shared.kafka import ensure_topics
 from shared.testing.fixtures import (
     TEST_PARTITIONS,
     PluginUser,
     Stack,
     gemini_env,
+    killable_broker,
     migrated_database,
     running_stack,
     sign_up,
@@ -26,13 +26,8 @@ from shared.testing.renders import GEMINI_MODEL, balance, submission, wait_final
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
-    kafka = EmbeddedKafka(free_port(), tmp_path_factory.mktemp("kafka") / "kafka.log")
-    kafka.start()
-    asyncio.run(ensure_topics(kafka.bootstrap, TEST_PARTITIONS))
-    try:
+    with killable_broker(tmp_path_factory.mktemp("kafka")) as kafka:
         yield kafka
-    finally:
-        kafka.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,8 @@
 """Retention: what each service deletes on a timer, against a real PostgreSQL (and real files for storage)."""
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -22,6 +20,7 @@ from shared.consumer import forget_processed
 from shared.db import make_engine, make_sessionmaker, unit_of_work
 from shared.retention import purge_once
 from shared.storage import LocalStorage
+from shared.testing.renders import insert_render
 
 DAY = timedelta(days=1)
 
@@ -33,38 +32,19 @@ async def renders_sessions(isolated_database_url: str) -> AsyncIterator[async_se
     await engine.dispose()
 
 
-async def add_render(sessions: async_sessionmaker[AsyncSession], **values: Any) -> Render:
-    render_id = str(uuid.uuid4())
-    defaults: dict[str, Any] = {
-        "id": render_id,
-        "user_id": "u1",
-        "quality": "standard",
-        "aspect_ratio": "16:9",
-        "style": "soft",
-        "model": "local",
-        "credits_cost": 5,
-        "input_key": f"renders/{render_id}/input.png",
-        "input_type": "image/png",
-    }
-    render = Render(**{**defaults, **values})
-    async with unit_of_work(sessions) as session:
-        session.add(render)
-    return render
-
-
 async def test_renders_forget_old_idempotency_keys_and_the_files_of_old_renders(
     renders_sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
     settings = RendersSettings(app_env="dev", file_retention_days=30, output_url_ttl_seconds=86400)
     storage = LocalStorage(tmp_path, public_base_url="http://gw", signing_secret="s")
     now = datetime.now(UTC)
-    old = await add_render(
+    old = await insert_render(
         renders_sessions, status="completed", completed_at=now - 31 * DAY, output_key="renders/old/output.png"
     )
-    recent = await add_render(
+    recent = await insert_render(
         renders_sessions, status="completed", completed_at=now - 29 * DAY, output_key="renders/recent/output.png"
     )
-    running = await add_render(renders_sessions, status="processing", started_at=now - 40 * DAY)
+    running = await insert_render(renders_sessions, status="processing", started_at=now - 40 * DAY)
     for render in (old, recent, running):
         await storage.put(render.input_key, b"in", "image/png")
         if render.output_key:
