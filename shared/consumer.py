@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
@@ -185,6 +185,24 @@ class BrokerReset(Exception):
     """The broker answers as a new cluster: what this consumer knew of offsets is void."""
 
 
+class _StartOverAfterReset(ConsumerRebalanceListener):
+    """A group member's first partitions after the broker lost its data are read from the beginning: offsets the
+    group committed on the new broker meanwhile (from positions of the old one) must not skip what was replayed."""
+
+    def __init__(self, owner: Consumer, consumer: AIOKafkaConsumer) -> None:
+        self.owner = owner
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if self.owner.from_beginning and assigned:
+            await self.consumer.seek_to_beginning(*assigned)
+            self.owner.from_beginning = False
+            log.warning("consumer_reading_from_the_beginning", consumer=self.owner.name, partitions=len(assigned))
+
+
 class Consumer:
     """One consumer group (or broadcast reader) on ``topics``, run as a task: ``start``, then ``stop``."""
 
@@ -215,7 +233,7 @@ class Consumer:
         self.dead_letters = DeadLetters(bootstrap, name, name, create_topic_partitions)
         self.ready = asyncio.Event()
         self._positions: dict[TopicPartition, int] = {}
-        self._from_beginning = False
+        self.from_beginning = False
         self._cluster: str | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -272,9 +290,7 @@ class Consumer:
                     await asyncio.wait_for(consumer.stop(), CLOSE_SECONDS)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        topics = self.topics if self.group is not None else []
-        return AIOKafkaConsumer(
-            *topics,
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group,
             client_id=self.name,
@@ -283,13 +299,16 @@ class Consumer:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             max_poll_interval_ms=self.max_poll_interval_ms,
         )
+        if self.group is not None:
+            consumer.subscribe(self.topics, listener=_StartOverAfterReset(self, consumer))
+        return consumer
 
     async def _check_cluster(self, consumer: AIOKafkaConsumer) -> None:
         current = await cluster_id(consumer._client)
         if self._cluster is not None and current != self._cluster:
             log.warning("broker_lost_its_data", consumer=self.name, previous=self._cluster, current=current)
             self._positions.clear()
-            self._from_beginning = True
+            self.from_beginning = True
             self._cluster = current
             raise BrokerReset(current)
         self._cluster = current
@@ -305,14 +324,16 @@ class Consumer:
             assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         fresh = [tp for tp in assigned if tp not in self._positions]
-        if fresh and self._from_beginning:
+        if fresh and self.from_beginning:
             await consumer.seek_to_beginning(*fresh)
         elif fresh:
             await consumer.seek_to_end(*fresh)
         for tp in assigned:
             if tp in self._positions:
                 consumer.seek(tp, self._positions[tp])
-        self._from_beginning = False
+            else:  # where it starts is where it resumes after a reconnect, records or not
+                self._positions[tp] = await consumer.position(tp)
+        self.from_beginning = False
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         checked = time.monotonic()
@@ -320,21 +341,24 @@ class Consumer:
             fetched = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
             if self._stopping.is_set():
                 return  # fetched but not handled: redelivered to whoever takes the partitions
+            if time.monotonic() - checked > self.cluster_check_seconds:
+                checked = time.monotonic()
+                await self._check_cluster(consumer)  # before handling: never commit old positions on a new broker
             if fetched:
                 self._work = asyncio.create_task(self._handle(consumer, fetched))
                 try:
                     await self._work
                 finally:
                     self._work = None
-            if time.monotonic() - checked > self.cluster_check_seconds:
-                checked = time.monotonic()
-                await self._check_cluster(consumer)
 
     # handling -------------------------------------------------------------------------------------------------------
 
     async def _handle(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         if self.shape.many is not None:
-            done = await self._handle_batch(self.shape.many, fetched)
+            try:
+                done = await self._handle_batch(self.shape.many, fetched)
+            except Interrupted:
+                return  # stopping while the database is away: the batch is redelivered
         else:
             results = await asyncio.gather(
                 *(self._handle_partition(records) for records in fetched.values()), return_exceptions=True

@@ -105,6 +105,8 @@ class AuthRequiredError(DomainError):
 class ServiceUnavailableError(DomainError):
     status_code = 503
     error_code = "SERVICE_UNAVAILABLE"
+    transient: bool = True
+    """Whether trying again later may work (``shared.faults``); False for another service's refusal."""
 
 
 class PayloadTooLargeError(DomainError):

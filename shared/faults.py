@@ -9,6 +9,8 @@ bounded number of tries.
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 
 import aiohttp
 import asyncpg
@@ -38,6 +40,8 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock: try again
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a failover in progress: the new primary is not there yet
+    socket.gaierror,  # the database's or broker's name does not resolve while its pod restarts
     sa_errors.TimeoutError,  # the engine's pool had no connection in time
     kafka_errors.KafkaConnectionError,
     kafka_errors.KafkaTimeoutError,
@@ -51,6 +55,9 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     boto_errors.ConnectTimeoutError,
     boto_errors.ReadTimeoutError,
 )
+
+
+_UNREACHABLE = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -77,6 +84,30 @@ def is_transient(exc: BaseException) -> bool:
             return True
         if isinstance(cause, kafka_errors.KafkaError) and getattr(cause, "retriable", False):
             return True
-        if isinstance(cause, DomainError) and cause.status_code == 503:
+        if isinstance(cause, OSError) and cause.errno in _UNREACHABLE:
+            return True
+        if isinstance(cause, DomainError) and cause.status_code == 503 and getattr(cause, "transient", True):
             return True  # another platform service is unavailable (InternalClient)
+    return False
+
+
+_CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """True when the database connection broke under a statement, so whether it took effect is unknown (a COMMIT
+    cut off may or may not have committed); False for an error the server answered (it certainly rolled back)."""
+    for cause in _causes(exc):
+        if isinstance(cause, _CONNECTION_LOST):
+            return True
+        if isinstance(cause, sa_errors.DBAPIError) and cause.connection_invalidated:
+            return True
     return False

@@ -61,9 +61,12 @@ class InternalClient:
             body = {}
         if response.status_code >= 400 and response.status_code not in self.passthrough:
             # Another service's refusal (its auth, its validation) is our fault, not the caller's: never leak it.
-            raise ServiceUnavailableError(
+            # Only its own 5xx may pass with time; retrying a refusal would never end.
+            refused = ServiceUnavailableError(
                 "A platform service refused an internal request", details={"status": response.status_code}
             )
+            refused.transient = response.status_code >= 500
+            raise refused
         if response.status_code >= 400:
             known = {"success", "error", "errorCode", "details"}
             raise DomainError(

@@ -40,15 +40,25 @@ async def ensure_topics(
 
 async def cluster_id(client: AIOKafkaClient) -> str | None:
     """The cluster id the broker reports (Metadata v2+). A broker that lost its data is a new cluster: the id is
-    how relays and consumers notice that offsets they knew no longer mean anything."""
-    brokers = client.cluster.brokers()
-    if not brokers:
-        await client.force_metadata_update()
-        brokers = client.cluster.brokers()
-    node = next(iter(brokers)).nodeId
-    response = await client.send(node, MetadataRequest([]))
-    value = getattr(response, "cluster_id", None)
-    return str(value) if value else None
+    how relays and consumers notice that offsets they knew no longer mean anything. Asks a random broker, and
+    another one if that fails (a rolling restart must not look like a lost cluster)."""
+    error: Exception | None = None
+    for _ in range(2):
+        node = client.get_random_node()
+        if node is None:
+            await client.force_metadata_update()
+            node = client.get_random_node()
+        if node is None:
+            raise RuntimeError("no broker known")
+        try:
+            response = await client.send(node, MetadataRequest([]))
+        except Exception as exc:
+            error = exc
+            continue
+        value = getattr(response, "cluster_id", None)
+        return str(value) if value else None
+    assert error is not None
+    raise error
 
 
 def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:

@@ -159,6 +159,8 @@ class OutboxRelay:
         self.cluster_check_seconds = cluster_check_seconds
         self.lock_key = zlib.crc32(f"{schema}.outbox".encode())
         self._checked = 0.0
+        self._cluster: str | None = None
+        """The cluster id last recorded by this relay (the database row is the truth across relays)."""
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._pool: asyncpg.Pool | None = None
@@ -237,34 +239,41 @@ class OutboxRelay:
         assert self._producer is not None
         self._checked = time.monotonic()
         current = await cluster_id(self._producer.client)
-        replayed = 0
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", self.lock_key)  # not while a batch publishes
-            previous = await conn.fetchval("SELECT cluster_id FROM outbox_broker WHERE id = 1 FOR UPDATE")
-            recreated = [t for t in created_topics if t in all_topics()]
-            if previous != current:
-                await conn.execute(
-                    "INSERT INTO outbox_broker (id, cluster_id) VALUES (1, $1) "
-                    "ON CONFLICT (id) DO UPDATE SET cluster_id = excluded.cluster_id, updated_at = now()",
-                    current,
-                )
-            if (previous is not None and previous != current) or recreated:
-                status = await conn.execute(
-                    "UPDATE outbox SET sent_at = NULL "
-                    "WHERE sent_at IS NOT NULL AND sent_at >= now() - make_interval(secs => $1)",
-                    float(self.replay_window),
-                )
-                replayed = int(status.split()[-1])
-                OUTBOX_REPLAYED.labels(self.schema).inc(replayed)
-                log.warning(
-                    "outbox_replaying_after_broker_loss",
-                    schema=self.schema,
-                    previous_cluster=previous,
-                    cluster=current,
-                    recreated_topics=recreated,
-                    rows=replayed,
-                )
+            replayed = await self._note_cluster(conn, current, created_topics)
         await self.refresh_backlog()
+        return replayed
+
+    async def _note_cluster(self, conn: asyncpg.Connection, current: str | None, created_topics: list[str]) -> int:
+        """In the caller's transaction (holding the relay lock): record ``current``; replay the window when the
+        broker is another cluster than the one recorded, or topics had to be created again."""
+        previous = await conn.fetchval("SELECT cluster_id FROM outbox_broker WHERE id = 1 FOR UPDATE")
+        recreated = [t for t in created_topics if t in all_topics()]
+        if previous != current:
+            await conn.execute(
+                "INSERT INTO outbox_broker (id, cluster_id) VALUES (1, $1) "
+                "ON CONFLICT (id) DO UPDATE SET cluster_id = excluded.cluster_id, updated_at = now()",
+                current,
+            )
+        self._cluster = current
+        if not ((previous is not None and previous != current) or recreated):
+            return 0
+        status = await conn.execute(
+            "UPDATE outbox SET sent_at = NULL "
+            "WHERE sent_at IS NOT NULL AND sent_at >= now() - make_interval(secs => $1)",
+            float(self.replay_window),
+        )
+        replayed = int(status.split()[-1])
+        OUTBOX_REPLAYED.labels(self.schema).inc(replayed)
+        log.warning(
+            "outbox_replaying_after_broker_loss",
+            schema=self.schema,
+            previous_cluster=previous,
+            cluster=current,
+            recreated_topics=recreated,
+            rows=replayed,
+        )
         return replayed
 
     async def refresh_backlog(self) -> None:
@@ -292,13 +301,14 @@ class OutboxRelay:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self.lock_key):
                 return 0
-            rows = await conn.fetch(
-                "SELECT id, topic, key, headers, payload, created_at FROM outbox WHERE sent_at IS NULL "
-                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self.batch_size,
-            )
+            rows = await self._unsent(conn)
             if not rows:
                 return 0
+            # The producer reconnects on its own: make sure it is still the broker the rows before went to, or the
+            # window goes out again first (a completion must never overtake the processing replayed before it).
+            current = await cluster_id(producer.client)
+            if current != self._cluster and await self._note_cluster(conn, current, []):
+                rows = await self._unsent(conn)
             futures = []
             for row in rows:
                 headers = orjson.loads(row["headers"]) if isinstance(row["headers"], str) else row["headers"]
@@ -330,6 +340,15 @@ class OutboxRelay:
         if failures:
             raise RuntimeError(f"{len(failures)} of {len(rows)} outbox rows not acknowledged: {failures[0]!r}")
         return len(sent)
+
+    async def _unsent(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        return list(
+            await conn.fetch(
+                "SELECT id, topic, key, headers, payload, created_at FROM outbox WHERE sent_at IS NULL "
+                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self.batch_size,
+            )
+        )
 
     async def _maybe_cleanup(self) -> None:
         if time.monotonic() - self._last_cleanup < 60:

@@ -86,9 +86,18 @@ class Reconciler:
         async with unit_of_work(self.sessions) as session:
             candidates = await open_reservations(session, self.cursor, self.older_than_seconds, self.page_size)
         for ledger_id, render_id in candidates:
-            state = await self.renders.render_state(render_id)
-            async with unit_of_work(self.sessions) as session:
-                outcome = await settle_from(session, render_id, state)
+            try:
+                state = await self.renders.render_state(render_id)
+                async with unit_of_work(self.sessions) as session:
+                    outcome = await settle_from(session, render_id, state)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # renders or the database away: the pass resumes here next time
+                # This candidate's own problem: counted and logged, and the pass goes on past it.
+                RECONCILED.labels("error").inc()
+                log.error("reconcile_failed", render_id=render_id, error=f"{type(exc).__name__}: {exc}"[:300])
+                self.cursor = ledger_id
+                continue
             RECONCILED.labels(outcome).inc()
             if outcome in ("captured", "released"):
                 log.warning(

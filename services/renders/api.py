@@ -20,6 +20,7 @@ from services.renders.sse import render_events
 from services.renders.uploads import create_render_request_body, form_schema, limit_body, parse_submission
 from shared.db import unit_of_work
 from shared.errors import ServiceUnavailableError, documented_errors
+from shared.faults import connection_lost
 from shared.identity import ServiceIdentityDep
 from shared.responses import Envelope, JsonResponse, Message
 
@@ -86,9 +87,9 @@ async def create_render(
 ) -> JsonResponse:
     """Its own unit of work: credits are reserved in another service, so who settles them depends on how it ended.
 
-    Refused or failed before COMMIT: nothing was written, the reservation (if one was taken) is released here. A
-    COMMIT whose outcome this process cannot know (the connection broke under it) is not refunded blindly: the
-    render may exist, so credits' reconciler settles the reservation from the render's real status.
+    Refused or failed before COMMIT, or a COMMIT the server refused: nothing was written, the reservation (if one
+    was taken) is released here. A COMMIT whose outcome this process cannot know (the connection broke under it) is
+    not refunded blindly: the render may exist, so credits' reconciler settles the reservation from its real status.
     """
     async with request.app.state.upload_slots:
         submission = await parse_submission(request, ctx.settings.max_upload_bytes)
@@ -108,6 +109,9 @@ async def create_render(
             try:
                 await session.commit()
             except Exception as exc:
+                if not connection_lost(exc):  # the server answered: it certainly rolled back
+                    await service.release_orphan(ctx, _user(identity), accepted.renderId)
+                    raise ServiceUnavailableError("The render could not be created; try again") from exc
                 log.error("render_create_commit_outcome_unknown", render_id=accepted.renderId, error=type(exc).__name__)
                 raise ServiceUnavailableError(
                     "The render may or may not have been created; retry with the same Idempotency-Key",

@@ -77,8 +77,9 @@ class JobProcessor:
         self.storage = storage
         self.registry = registry
         self._running: asyncio.Task[object] | None = None
-        self._abandoned: dict[str, str] = {}
-        """Claims this process gave up but could not release (the database was away): its to take again."""
+        self._abandoned: dict[str, tuple[str, bool]] = {}
+        """Claims this process gave up but could not release (the database was away): its to take again, with
+        whether that attempt counts (an infrastructure outage's does not)."""
 
     # --- claim ---------------------------------------------------------------------------------------------------
     async def claim(self, render_id: str) -> Claim | None:
@@ -94,20 +95,21 @@ class JobProcessor:
                 self._abandoned.pop(render_id, None)
                 return None
             heartbeat = render.heartbeat_at or render.started_at or now
-            ours = render.claim_token is not None and self._abandoned.get(render_id) == render.claim_token
+            abandoned = self._abandoned.pop(render_id, None)
+            ours = abandoned is not None and render.claim_token == abandoned[0]
             stale = heartbeat < now - timedelta(seconds=self.settings.lease_seconds) or ours
             if render.status == "processing" and not stale:
                 log.info("render_lease_held_elsewhere", render_id=render_id)
                 return None
-            self._abandoned.pop(render_id, None)
-            if render.attempts >= self.settings.max_attempts:
+            uncounted = ours and abandoned is not None and not abandoned[1]  # that attempt never got to count
+            if not uncounted and render.attempts >= self.settings.max_attempts:
                 await self._fail(session, render, now, "RENDER_ATTEMPTS_EXHAUSTED", "Render failed after retries")
                 return None
             first = render.status == "pending"
             render.status = "processing"
             render.claim_token = uuid.uuid4().hex
-            render.attempts += 1
-            render.started_at = render.started_at or now
+            render.attempts += 0 if uncounted else 1
+            render.started_at = now  # this attempt's start: the stuck timeout counts from it
             render.heartbeat_at = now
             render.progress = max(render.progress, 5)
             session.add(render)
@@ -167,8 +169,12 @@ class JobProcessor:
             await self._complete(claim, key, time.monotonic() - started)
         except ClaimLost:
             log.info("render_claim_lost", render_id=render_id)
-        except RenderFailure as exc:
-            await self._settle_failure(claim, exc.error_code, str(exc))
+        except RenderFailure as failure:
+            try:
+                await self._settle_failure(claim, failure.error_code, str(failure))
+            except Exception as exc:  # recording the failure met the database away: the render stays to be redone
+                await self._release(claim, count_attempt=not is_transient(exc))
+                raise
         except Exception as exc:
             transient = is_transient(exc)
             # Infrastructure away: this attempt does not count. Anything else counts, and the consumer retries it
@@ -203,7 +209,7 @@ class JobProcessor:
                 if released.first() is not None:
                     log.warning("render_released", render_id=claim.render_id, attempt_counted=count_attempt)
         except Exception as exc:  # the database is away: remember the claim is ours to take again
-            self._abandoned[claim.render_id] = claim.token
+            self._abandoned[claim.render_id] = (claim.token, count_attempt)
             log.warning("render_release_failed", render_id=claim.render_id, error=type(exc).__name__)
 
     async def abandon_in_flight(self) -> None:
@@ -296,7 +302,7 @@ class JobProcessor:
 
     # --- watchdog ------------------------------------------------------------------------------------------------
     async def fail_stuck(self) -> int:
-        """Fail renders processing for longer than the stuck timeout (hung renderer, or a job nobody redelivers)."""
+        """Fail renders whose current attempt has run longer than the stuck timeout (a hung renderer)."""
         async with unit_of_work(self.sessions) as session:
             rows = (
                 await session.execute(
@@ -304,6 +310,9 @@ class JobProcessor:
                     .where(
                         col(Render.status) == "processing",
                         col(Render.started_at) < func.now() - _seconds(self.settings.stuck_timeout_seconds),
+                        # Being worked on (a live lease): a render released while infrastructure was away, or
+                        # whose worker died, is not stuck but waiting; the requeue gives it to a worker again.
+                        col(Render.heartbeat_at) > func.now() - _seconds(self.settings.lease_seconds),
                     )
                     .with_for_update(skip_locked=True, of=Render)
                     .limit(100)

@@ -11,12 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.credits import service
 from services.credits.models import SCHEMA as CREDITS_SCHEMA
 from services.credits.models import ledger
-from services.credits.reconciler import Reconciler
+from services.credits.reconciler import RECONCILED, Reconciler
 from services.renders.config import Settings as RendersSettings
 from services.renders.main import create_app as create_renders_app
 from services.renders.models import SCHEMA as RENDERS_SCHEMA
 from shared.db import make_engine, make_sessionmaker, unit_of_work
-from shared.errors import DomainError
 from shared.internal_client import RendersClient
 from shared.settings import ServiceSettings
 from shared.testing.fixtures import migrated_database
@@ -113,6 +112,25 @@ async def test_open_reservations_are_settled_from_the_renders_status_page_by_pag
     assert (figures.balance, figures.total_spent) == (5 * 3, 5), "3 still reserved, 1 spent, 3 back"
 
 
+async def test_a_candidate_that_cannot_be_reconciled_does_not_stop_the_others(
+    renders_url: str, renders_db: AsyncEngine, credits_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A reservation renders cannot answer for (a reference that is no render id: its internal API answers a plain
+    404, not ``RENDER_NOT_FOUND``) is counted as an error and left alone; the pass goes on past it, so one bad
+    candidate never holds the reservations after it."""
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    odd = f"not/a-render-{uuid.uuid4().hex[:8]}"
+    completed = await add_render(renders_db, user, "completed")
+    await reserve(credits_sessions, user, odd, completed)
+    renders = RendersClient(renders_url, caller="credits", secret=SECRET)
+    try:
+        await Reconciler(credits_sessions, renders, older_than_seconds=0, page_size=1).reconcile()
+    finally:
+        await renders.aclose()
+    assert await settlements(credits_sessions, odd) == []
+    assert await settlements(credits_sessions, completed) == ["capture"]
+
+
 async def test_only_render_not_found_means_never_created(
     renders_url: str, credits_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -121,13 +139,12 @@ async def test_only_render_not_found_means_never_created(
     ghost = str(uuid.uuid4())
     await reserve(credits_sessions, user, ghost)
     wrong = RendersClient(renders_url + "/nowhere", caller="credits", secret=SECRET)
+    errors = RECONCILED.labels("error")._value.get()
     try:
-        with pytest.raises(DomainError) as refused:
-            await Reconciler(credits_sessions, wrong, older_than_seconds=0).reconcile()
-        assert refused.value.status_code == 404
-        assert refused.value.error_code == "NOT_FOUND"
+        await Reconciler(credits_sessions, wrong, older_than_seconds=0).reconcile()
     finally:
         await wrong.aclose()
+    assert RECONCILED.labels("error")._value.get() > errors, "counted as an error, not as never created"
     assert await settlements(credits_sessions, ghost) == []
 
 

@@ -64,12 +64,16 @@ async def test_watchdog_fails_renders_stuck_in_processing(
     long_ago = datetime.now(UTC) - timedelta(hours=1)
     stuck = await add_render(sessions, status="processing", started_at=long_ago, heartbeat_at=datetime.now(UTC))
     fresh = await add_render(sessions, status="processing", started_at=datetime.now(UTC))
+    released = await add_render(  # released while infrastructure was away: waiting, not stuck
+        sessions, status="processing", started_at=long_ago, heartbeat_at=datetime(1970, 1, 1, tzinfo=UTC)
+    )
     assert await processor.fail_stuck() == 1
     render, types = await state(sessions, stuck)
     assert render.status == "failed"
     assert render.error_code == "RENDER_TIMEOUT"
     assert types == ["render.failed"]
     assert (await state(sessions, fresh))[0].status == "processing"
+    assert (await state(sessions, released))[0].status == "processing"
 
 
 async def test_pending_renders_whose_job_was_lost_are_requeued_once_per_interval(
