@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -216,6 +216,7 @@ class Consumer:
         shape: Shape,
         policy: RetryPolicy | None = None,
         max_records: int = 500,
+        parallel_partitions: int = 64,
         max_poll_interval_ms: int = 300_000,
         cluster_check_seconds: float = 5.0,
         create_topic_partitions: int | None = None,
@@ -228,6 +229,7 @@ class Consumer:
         self.shape = shape
         self.policy = policy or RetryPolicy()
         self.max_records = max_records
+        self.parallel_partitions = parallel_partitions
         self.max_poll_interval_ms = max_poll_interval_ms
         self.cluster_check_seconds = cluster_check_seconds
         self.dead_letters = DeadLetters(bootstrap, name, name, create_topic_partitions)
@@ -237,7 +239,8 @@ class Consumer:
         self._cluster: str | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._work: asyncio.Task[None] | None = None
+        self._in_hand: set[asyncio.Task[Any]] = set()
+        self._checked = time.monotonic()
 
     # lifecycle ----------------------------------------------------------------------------------------------------
 
@@ -248,20 +251,21 @@ class Consumer:
         """Stop fetching; the work in hand gets ``grace_seconds`` to finish and commit, then it is cancelled
         (uncommitted records are redelivered to whoever takes the partitions)."""
         self._stopping.set()
-        work = self._work
-        if work is not None and not work.done():
+        in_hand = [task for task in self._in_hand if not task.done()]
+        if in_hand:
             if grace_seconds > 0:
-                await asyncio.wait({work}, timeout=grace_seconds)
-            work.cancel()  # only the work: the loop then closes its consumer, which leaves the group at once
-        task = self._task
-        if task is not None:
+                await asyncio.wait(in_hand, timeout=grace_seconds)
+            for work in in_hand:
+                work.cancel()  # only the work: the loop then closes its consumer, which leaves the group at once
+        loop = self._task
+        if loop is not None:
             # The loop notices the stop within a fetch (≤ 0.5 s); cancelling it mid-close would skip LeaveGroup and
             # hold the group's next rebalance until the coordinator gives up on this member.
-            done, _ = await asyncio.wait({task}, timeout=STOP_SECONDS)
+            done, _ = await asyncio.wait({loop}, timeout=STOP_SECONDS)
             if not done:
-                task.cancel()
+                loop.cancel()
             with contextlib.suppress(asyncio.CancelledError, Interrupted):
-                await task
+                await loop
         await self.dead_letters.close()
 
     async def run(self) -> None:
@@ -336,41 +340,99 @@ class Consumer:
         self.from_beginning = False
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        checked = time.monotonic()
+        if self.shape.many is not None:
+            await self._consume_batches(consumer, self.shape.many)
+        else:
+            await self._consume_partitions(consumer)
+
+    def _cluster_check_due(self) -> bool:
+        if time.monotonic() - self._checked > self.cluster_check_seconds:
+            self._checked = time.monotonic()
+            return True
+        return False
+
+    async def _consume_batches(self, consumer: AIOKafkaConsumer, handle: BatchHandler) -> None:
+        """Batch shape: one fetch at a time, handled whole (or split to isolate a bad record), then committed."""
         while not self._stopping.is_set():
             fetched = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
             if self._stopping.is_set():
                 return  # fetched but not handled: redelivered to whoever takes the partitions
-            if time.monotonic() - checked > self.cluster_check_seconds:
-                checked = time.monotonic()
+            if self._cluster_check_due():
                 await self._check_cluster(consumer)  # before handling: never commit old positions on a new broker
-            if fetched:
-                self._work = asyncio.create_task(self._handle(consumer, fetched))
-                try:
-                    await self._work
-                finally:
-                    self._work = None
-
-    # handling -------------------------------------------------------------------------------------------------------
-
-    async def _handle(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        if self.shape.many is not None:
+            if not fetched:
+                continue
+            work = asyncio.create_task(self._handle_batch(handle, fetched))
+            self._in_hand.add(work)
             try:
-                done = await self._handle_batch(self.shape.many, fetched)
+                done = await work
             except Interrupted:
                 return  # stopping while the database is away: the batch is redelivered
-        else:
-            results = await asyncio.gather(
-                *(self._handle_partition(records) for records in fetched.values()), return_exceptions=True
-            )
-            done = {}
-            for tp, result in zip(fetched, results, strict=True):
-                if isinstance(result, BaseException):
-                    if not isinstance(result, Interrupted | asyncio.CancelledError):
-                        raise result
-                elif result is not None:
-                    done[tp] = result
-        await self._commit(consumer, done)
+            finally:
+                self._in_hand.discard(work)
+            await self._commit(consumer, done)
+
+    async def _consume_partitions(self, consumer: AIOKafkaConsumer) -> None:
+        """Per-record shape: each partition's records in a task of their own, the partition paused meanwhile, so a
+        record that waits (a poison record within its budget, a slow effect) holds only its own partition; the
+        others go on being fetched and handled. At most ``parallel_partitions`` partitions in hand at once."""
+        running: dict[TopicPartition, asyncio.Task[int | None]] = {}
+        fetch: asyncio.Task[dict[TopicPartition, list[ConsumerRecord]]] | None = None
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                if fetch is None and len(running) < self.parallel_partitions:
+                    fetch = asyncio.create_task(consumer.getmany(timeout_ms=500, max_records=self.max_records))
+                waiting = {stopping, *running.values(), *([fetch] if fetch is not None else [])}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for tp, task in [(tp, task) for tp, task in running.items() if task.done()]:
+                    del running[tp]
+                    await self._finish_partition(consumer, tp, task)
+                if fetch is None or not fetch.done() or self._stopping.is_set():
+                    continue
+                fetched, fetch = fetch.result(), None
+                if self._cluster_check_due():
+                    await self._check_cluster(consumer)  # before handling: never commit old positions on a new broker
+                for tp, records in fetched.items():
+                    consumer.pause(tp)
+                    if tp in running:  # assigned to us again while its earlier records are still in hand
+                        consumer.seek(tp, records[0].offset)
+                        continue
+                    task = asyncio.create_task(self._handle_partition(records))
+                    running[tp] = task
+                    self._in_hand.add(task)
+                    task.add_done_callback(self._in_hand.discard)
+        except BaseException:
+            for task in running.values():
+                task.cancel()  # uncommitted: redelivered to whoever takes the partitions
+            raise
+        finally:
+            stopping.cancel()
+            if fetch is not None:
+                fetch.cancel()
+                with contextlib.suppress(BaseException):
+                    await fetch
+            if running:  # stopping: they finish within the grace ``stop`` gives them, or ``stop`` cancels them
+                await asyncio.wait(running.values())
+                for tp, task in running.items():
+                    with contextlib.suppress(Exception):
+                        await self._finish_partition(consumer, tp, task)
+
+    async def _finish_partition(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, task: asyncio.Task[int | None]
+    ) -> None:
+        """Commit what a partition's task handled and let the partition be fetched again."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, Interrupted):
+            raise error
+        offset = task.result() if error is None else None
+        if offset is not None:
+            await self._commit(consumer, {tp: offset})
+        if tp in consumer.assignment() and not self._stopping.is_set():
+            consumer.resume(tp)
+
+    # handling -------------------------------------------------------------------------------------------------------
 
     async def _handle_partition(self, records: list[ConsumerRecord]) -> int | None:
         """One partition's records in order; the next offset to commit (None when none was handled)."""

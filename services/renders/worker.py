@@ -59,6 +59,7 @@ class JobConsumer:
                 group=self.settings.consumer_group,
                 shape=per_record(self.handle),
                 max_records=1,
+                parallel_partitions=1,  # one job at a time per process
                 max_poll_interval_ms=int(max(300.0, self.settings.stuck_timeout_seconds) * 1000),
             )
         ]

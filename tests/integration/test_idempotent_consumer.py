@@ -289,3 +289,59 @@ async def test_a_broadcast_reader_starts_over_when_the_broker_lost_its_data(own_
         await wait_until(lambda: read(again), wait_seconds=60)
     finally:
         await reader.stop()
+
+
+async def test_a_record_within_its_budget_holds_only_its_own_partition(
+    kafka_bootstrap: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """While a failing record is retried (here for 8 s) the other partitions go on: a record published on another
+    partition once the failing one is being retried is handled before the failing one is dead-lettered."""
+    topic = await new_topic(kafka_bootstrap)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    tries = [0]
+
+    async def effect(session: AsyncSession, event: CloudEvent) -> None:
+        if event.data.get("always_fails"):
+            tries[0] += 1
+            raise ValueError("a bug in the effect")
+        await session.execute(
+            text("INSERT INTO test_effects (event_id, subject) VALUES (:id, :s)"), {"id": event.id, "s": event.subject}
+        )
+
+    async def publish_to(partition: int, event: CloudEvent) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                topic, event.kafka_value(), key=event.kafka_key(), headers=event.kafka_headers(), partition=partition
+            )
+        finally:
+            await producer.stop()
+
+    failing = CloudEvent(source="/tests", type="test.happened", subject="a", data={"always_fails": True})
+    later = CloudEvent(source="/tests", type="test.happened", subject="b", data={})
+    await publish_to(0, failing)
+    running = consumer(
+        kafka_bootstrap, topic, group, idempotent(sessions, processed_events, effect, group=group), budget=8.0
+    )
+    running.start()
+    try:
+
+        async def retrying() -> bool:
+            return tries[0] >= 1
+
+        await wait_until(retrying, wait_seconds=30)
+        await publish_to(1, later)
+
+        async def handled() -> bool:
+            return await effects(sessions) == [later.id]
+
+        await wait_until(handled, wait_seconds=30)
+        assert tries[0] >= 1
+        assert await read_topic(kafka_bootstrap, dead_letter_topic(group), expected=1, wait_seconds=0.5) == [], (
+            "the other partition waited for the failing record's budget"
+        )
+        letters = await read_topic(kafka_bootstrap, dead_letter_topic(group), expected=1, wait_seconds=30)
+    finally:
+        await running.stop()
+    assert [parse_event(r).id for r in letters] == [failing.id]
