@@ -45,7 +45,7 @@ from shared.db import unit_of_work
 from shared.events.envelope import CloudEvent
 from shared.events.topics import dead_letter_topic
 from shared.faults import PoisonRecord, is_transient
-from shared.kafka import cluster_id, ensure_topics, make_producer
+from shared.kafka import cluster_id, ensure_topics, start_producer, stop_producer
 from shared.settings import ServiceSettings
 
 log = structlog.stdlib.get_logger(__name__)
@@ -139,21 +139,12 @@ class DeadLetters:
         if self._producer is None:
             if self.create_topic_partitions:
                 await ensure_topics(self.bootstrap, self.create_topic_partitions, topics=[self.topic])
-            producer = make_producer(self.bootstrap, client_id=f"{self.client_id}-dlq")
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
+            self._producer = await start_producer(self.bootstrap, client_id=f"{self.client_id}-dlq")
         return self._producer
 
     async def close(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 2)
+        await stop_producer(producer)
 
 
 # --- shapes -----------------------------------------------------------------------------------------------------
@@ -497,15 +488,7 @@ class Consumer:
                     if time.monotonic() - first_failure >= self.policy.budget_seconds:
                         await self._dead_letter(record, exc, failures)
                         return
-                    log.warning(
-                        "record_failed_retrying",
-                        consumer=self.name,
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        attempt=failures,
-                        error=f"{type(exc).__name__}: {exc}"[:500],
-                    )
+                    log.warning("record_failed_retrying", **self._about(record, exc), attempt=failures)
                 if self._stopping.is_set():
                     raise Interrupted from exc
                 await backoff.sleep()
@@ -519,14 +502,20 @@ class Consumer:
         DEAD_LETTERED.labels(self.name, record.topic).inc()
         log.error(
             "record_dead_lettered",
-            consumer=self.name,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
+            **self._about(record, error),
             dead_letter_topic=self.dead_letters.topic,
             attempts=attempts,
-            error=f"{type(error).__name__}: {error}"[:500],
         )
+
+    def _about(self, record: ConsumerRecord, error: BaseException) -> dict[str, object]:
+        """Log fields naming a record and what went wrong with it."""
+        return {
+            "consumer": self.name,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "error": f"{type(error).__name__}: {error}"[:500],
+        }
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         if self.group is None or not offsets:

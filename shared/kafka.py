@@ -73,6 +73,26 @@ def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
     )
 
 
+async def start_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+    """A started producer (``make_producer``); one that fails to start is stopped before the error is raised, so a
+    retry loop never leaks its connections."""
+    producer = make_producer(bootstrap, client_id=client_id)
+    try:
+        await producer.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        raise
+    return producer
+
+
+async def stop_producer(producer: AIOKafkaProducer | None, wait_seconds: float = 2.0) -> None:
+    """Stop a producer, bounded: a broker that is gone never answers its goodbye."""
+    if producer is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), wait_seconds)
+
+
 async def probe_broker(bootstrap: str, wait_seconds: float = 1.0) -> bool:
     """True when a broker answers a metadata request within ``wait_seconds``."""
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(wait_seconds * 1000))

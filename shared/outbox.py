@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db import plain_dsn
 from shared.events.envelope import CloudEvent
 from shared.events.topics import all_topics
-from shared.kafka import cluster_id, ensure_topics, make_producer
+from shared.kafka import cluster_id, ensure_topics, start_producer, stop_producer
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -222,14 +222,7 @@ class OutboxRelay:
             created: list[str] = []
             if self.create_topics_partitions:
                 created = await ensure_topics(self.bootstrap, self.create_topics_partitions)
-            producer = make_producer(self.bootstrap, client_id=f"{self.schema}-outbox")
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
+            self._producer = await start_producer(self.bootstrap, client_id=f"{self.schema}-outbox")
             await self.check_broker(created)
 
     async def check_broker(self, created_topics: list[str]) -> int:
@@ -289,9 +282,7 @@ class OutboxRelay:
 
     async def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 2)
+        await stop_producer(producer)
 
     async def publish_batch(self) -> int:
         """Publish up to ``batch_size`` unsent rows; returns how many were published."""

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.gateway.platform import PluginIdentity, detect_plugin
 from shared.events.envelope import CloudEvent
 from shared.events.topics import GATEWAY_REQUESTS
-from shared.kafka import make_producer
+from shared.kafka import start_producer, stop_producer
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -110,9 +110,7 @@ class RequestEventsPublisher:
         if not self._queue:
             return 0
         if self._producer is None:
-            producer = make_producer(self.bootstrap, client_id="gateway-requests")
-            await producer.start()
-            self._producer = producer
+            self._producer = await start_producer(self.bootstrap, client_id="gateway-requests")
         sent = 0
         while self._queue:
             items = [self._queue[i] for i in range(min(self.batch, len(self._queue)))]
@@ -141,9 +139,7 @@ class RequestEventsPublisher:
 
     async def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 2)
+        await stop_producer(producer)
 
 
 def event_id(request_id: str, recorded_ns: int) -> str:

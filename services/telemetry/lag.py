@@ -28,14 +28,7 @@ async def measure(bootstrap: str, groups: dict[str, list[str]] = CONSUMER_GROUPS
     """
     lags: dict[tuple[str, str], int] = {}
     for group, topics in groups.items():
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            client_id="telemetry-lag",
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=1024,
-            fetch_max_wait_ms=10,
-        )
+        reader = _reader(bootstrap, group, "telemetry-lag")
         await reader.start()
         try:
             await reader.topics()  # loads the cluster metadata partitions_for_topic reads
@@ -50,6 +43,18 @@ async def measure(bootstrap: str, groups: dict[str, list[str]] = CONSUMER_GROUPS
             with contextlib.suppress(Exception):
                 await reader.stop()
     return lags
+
+
+def _reader(bootstrap: str, group: str | None, client_id: str) -> AIOKafkaConsumer:
+    """A consumer that only looks: it never joins ``group`` nor commits, and fetches a record at most."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        client_id=client_id,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=1024,
+        fetch_max_wait_ms=10,
+    )
 
 
 async def _behind(reader: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> dict[str, int]:
@@ -75,14 +80,7 @@ async def _behind(reader: AIOKafkaConsumer, positions: dict[TopicPartition, int]
 async def dead_letters(bootstrap: str, names: list[str] | None = None) -> dict[str, int]:
     """``{group: records in its dead-letter topic}`` for every group and broadcast reader."""
     names = names if names is not None else [*CONSUMER_GROUPS, *BROADCAST_READERS]
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        client_id="telemetry-dead-letters",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=1024,
-        fetch_max_wait_ms=10,
-    )
+    reader = _reader(bootstrap, None, "telemetry-dead-letters")
     await reader.start()
     try:
         await reader.topics()
