@@ -121,8 +121,8 @@ async def submit(client: httpx.AsyncClient, sub: Subscriber, receiver_url: str, 
         sub.render_ids.append(response.json()["data"]["renderId"])
 
 
-def child(stack: Stack, module: str) -> psutil.Process:
-    """The running process of ``module`` under the stack's supervisor."""
+async def child(stack: Stack, module: str) -> psutil.Process:
+    """The running process of ``module`` under the stack's supervisor (waiting for a restarted one to appear)."""
     supervisor = psutil.Process(stack.supervisor_pid)
     for _ in range(100):
         for process in supervisor.children():
@@ -131,18 +131,18 @@ def child(stack: Stack, module: str) -> psutil.Process:
                     return process
             except (psutil.NoSuchProcess, IndexError):
                 continue
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     raise AssertionError(f"no {module} process")
 
 
 async def kill(stack: Stack, module: str, sig: int = signal.SIGKILL) -> None:
     """Signal ``module``'s process, wait for it to be gone and for the supervisor's replacement."""
-    victim = child(stack, module)
+    victim = await child(stack, module)
     victim.send_signal(sig)
     await asyncio.to_thread(victim.wait, 30)  # SIGTERM: gone within its grace; psutil raises TimeoutExpired else
 
     async def restarted() -> bool:
-        return child(stack, module).pid != victim.pid
+        return (await child(stack, module)).pid != victim.pid
 
     await wait_until(restarted, wait_seconds=30)
 
@@ -265,7 +265,7 @@ async def test_broker_killed_while_credits_and_the_dispatcher_are_paused(
     hooks, url = receiver
     sub = await subscriber(client, url)
     await submit(client, sub, url, 3, model=GEMINI_MODEL, prompt="SLOW_2")  # accepted (reserved) before the pause
-    paused = [child(fault_stack, "services.credits"), child(fault_stack, "services.webhooks.dispatcher")]
+    paused = [await child(fault_stack, "services.credits"), await child(fault_stack, "services.webhooks.dispatcher")]
     for process in paused:
         process.suspend()
     try:
