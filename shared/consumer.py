@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from shared.events.envelope import CloudEvent
 from shared.events.topics import dead_letter_topic
 from shared.faults import PoisonRecord, is_transient
 from shared.kafka import cluster_id, ensure_topics, start_producer, stop_producer
+from shared.retry import Backoff, until_done
 from shared.settings import ServiceSettings
 
 log = structlog.stdlib.get_logger(__name__)
@@ -66,22 +66,6 @@ CONSUMER_RETRIES = Counter("plugin_consumer_retries_total", "Failed tries of a r
 
 
 # --- retrying one record ----------------------------------------------------------------------------------------
-
-
-class Backoff:
-    """Exponential pauses with jitter: ``first`` doubling up to ``most``; ``reset`` after a success."""
-
-    def __init__(self, first: float = 0.2, most: float = 5.0) -> None:
-        self.first = first
-        self.most = most
-        self.current = first
-
-    def reset(self) -> None:
-        self.current = self.first
-
-    async def sleep(self) -> None:
-        await asyncio.sleep(self.current * random.uniform(0.8, 1.2))
-        self.current = min(self.current * 2, self.most)
 
 
 @dataclass(frozen=True)
@@ -122,18 +106,16 @@ class DeadLetters:
             (f"{DLQ_HEADER_PREFIX}attempts", str(attempts).encode()),
             (f"{DLQ_HEADER_PREFIX}time", datetime.now(UTC).isoformat().encode()),
         ]
-        backoff = Backoff()
-        while True:
+
+        async def send() -> None:
             try:
                 producer = await self._ready()
                 await producer.send_and_wait(self.topic, value=record.value, key=record.key, headers=headers)
-                return
-            except asyncio.CancelledError:
+            except Exception:
+                await self.close()  # a fresh producer for the next try
                 raise
-            except Exception as exc:
-                log.warning("dead_letter_publish_retry", topic=self.topic, error=f"{type(exc).__name__}: {exc}")
-                await self.close()
-                await backoff.sleep()
+
+        await until_done(send, event="dead_letter_publish_retry")
 
     async def _ready(self) -> AIOKafkaProducer:
         if self._producer is None:
