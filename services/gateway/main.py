@@ -24,7 +24,8 @@ from services.gateway.proxy import make_session
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.request_events import RequestEventsMiddleware, RequestEventsPublisher
 from services.gateway.routing import route_for
-from services.gateway.service import FailureBudget, IdentitySigner, Pipeline
+from services.gateway.service import FailureBudget, Pipeline
+from services.gateway.signer import IdentitySigner
 from shared.http import RequestContextMiddleware
 from shared.http import create_app as create_service_app
 from shared.logging import configure_logging

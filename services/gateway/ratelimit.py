@@ -7,10 +7,12 @@ round trip. A refused request is not counted, so a client that waits ``Retry-Aft
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
 
+import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -89,3 +91,19 @@ def retry_after(current: int, previous: int, limit: int, elapsed: float, window:
         return 1
     t_next = window * (current - limit + 1) / current
     return max(1, math.ceil(window - elapsed + t_next))
+
+
+def account_of(body: bytes | None) -> str:
+    """The account a sign-in family request is about: its email, else a digest of its refresh token."""
+    try:
+        payload = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError:
+        return "-"
+    if not isinstance(payload, dict):
+        return "-"
+    email, token = payload.get("email"), payload.get("refresh_token")
+    if isinstance(email, str):
+        return email.strip().lower()[:320]
+    if isinstance(token, str):
+        return "rt:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    return "-"

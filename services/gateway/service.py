@@ -6,7 +6,6 @@ dependency injection, only for what it must do.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 
@@ -27,10 +26,11 @@ from services.gateway.errors import (
 )
 from services.gateway.platform import PluginIdentity, detect_plugin
 from services.gateway.proxy import forward, upstream_headers
-from services.gateway.ratelimit import Decision, RateLimiter
+from services.gateway.ratelimit import Decision, RateLimiter, account_of
 from services.gateway.routing import Access, Policy, policy_for
+from services.gateway.signer import IdentitySigner
 from shared.errors import DomainError, error_body
-from shared.identity import Identity, sign_identity
+from shared.identity import Identity
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -61,30 +61,6 @@ class FailureBudget:
         if len(self._windows) >= self.MAX_TRACKED:
             self._windows.clear()
         self._windows[ip] = (minute, count + 1 if window == minute else 1)
-
-
-class IdentitySigner:
-    """Signs internal identities, reusing a token for the same caller during half its lifetime (signing is the
-    costliest step of a proxied request after the network)."""
-
-    MAX_ENTRIES = 50_000
-
-    def __init__(self, secret: str, ttl_seconds: int) -> None:
-        self.secret = secret
-        self.ttl = ttl_seconds
-        self._cache: dict[str, tuple[str, float]] = {}
-
-    def token(self, identity: Identity) -> str:
-        key = identity.model_dump_json()
-        now = time.monotonic()
-        cached = self._cache.get(key)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        if len(self._cache) >= self.MAX_ENTRIES:
-            self._cache.clear()
-        token = sign_identity(identity, self.secret, self.ttl)
-        self._cache[key] = (token, now + self.ttl / 2)
-        return token
 
 
 @dataclass
@@ -233,30 +209,8 @@ class Pipeline:
         if per_ip is not None and not per_ip.allowed:
             return per_ip
         return await self.limiter.check(
-            "auth", f"{client_ip}:{_account_of(body)}", self.settings.auth_rate_limit_per_minute
+            "auth", f"{client_ip}:{account_of(body)}", self.settings.auth_rate_limit_per_minute
         )
-
-
-def _has_nul(scope: Scope) -> bool:
-    """A NUL in a URL is never meaningful and PostgreSQL cannot store it: refuse it at the door."""
-    raw = scope.get("raw_path") or b""
-    return "\x00" in scope["path"] or b"%00" in raw or b"%00" in scope.get("query_string", b"")
-
-
-def _account_of(body: bytes | None) -> str:
-    """The account a sign-in family request is about: its email, else a digest of its refresh token."""
-    try:
-        payload = orjson.loads(body or b"{}")
-    except orjson.JSONDecodeError:
-        return "-"
-    if not isinstance(payload, dict):
-        return "-"
-    email, token = payload.get("email"), payload.get("refresh_token")
-    if isinstance(email, str):
-        return email.strip().lower()[:320]
-    if isinstance(token, str):
-        return "rt:" + hashlib.sha256(token.encode()).hexdigest()[:32]
-    return "-"
 
 
 def authorize(principal: Principal | None, policy: Policy) -> None:
