@@ -99,7 +99,7 @@ async def measure(platform: Platform, cold: int, warm: int, hits: int, create_co
     settings = GatewaySettings(
         app_env="dev", auth_url=platform.auth_url, internal_identity_secret=internal_identity_secret()
     )
-    session = make_session(settings)
+    session = make_session(settings.internal_max_connections, settings)  # the pool the gateway verifies keys on
     clock = time.perf_counter_ns
     try:
         verifier = ApiKeyVerifier(settings, session, KeyUsageRecorder(settings, session))  # usage never flushed

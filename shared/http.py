@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import APIRouter, FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import install_error_handlers, unexpected_error_response
+from shared.errors import PayloadTooLargeError, error_body, install_error_handlers, unexpected_error_response
 from shared.identity import IdentityDep
 from shared.openapi import openapi_router
 from shared.responses import JsonResponse
@@ -99,6 +102,106 @@ class RequestContextMiddleware:
             HTTP_LATENCY.labels(self.service).observe(time.perf_counter() - started)
 
 
+MAX_BODY_BYTES = 1024 * 1024
+"""Any request body a service reads, unless its app raises the limit for a route (``app.state.body_limits``)."""
+
+
+class BodyLimitMiddleware:
+    """Every body is counted as it arrives, chunked or not: past the limit the answer is 413 and nothing more of it
+    is read, whatever the route was doing with it (a framework may wrap the refusal; the answer stays 413).
+
+    Limits: ``app.state.body_limits`` maps ``(method, path)`` to a route's own limit; any other request has
+    ``MAX_BODY_BYTES``. A declared ``Content-Length`` over the limit is refused before a byte is read.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = getattr(scope.get("app"), "state", None)
+        overrides: dict[tuple[str, str], int] = getattr(state, "body_limits", None) or {}
+        limit = overrides.get((scope["method"], scope["path"]), MAX_BODY_BYTES)
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await _too_large(limit)(scope, receive, send)
+                return
+        received = 0
+        exceeded = False
+        answered = False
+
+        async def counted() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                raise PayloadTooLargeError(f"Request body over {limit} bytes", details={"limit": limit})
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True
+                    raise PayloadTooLargeError(f"Request body over {limit} bytes", details={"limit": limit})
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal answered
+            if exceeded:
+                if not answered:  # whatever the app made of the refusal, the caller learns the truth
+                    answered = True
+                    await _too_large(limit)(scope, receive, send)
+                return
+            if message["type"] == "http.response.start":
+                answered = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except PayloadTooLargeError:
+            if answered:
+                raise
+            answered = True
+            await _too_large(limit)(scope, receive, send)
+
+
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 8 * 1024 * 1024
+
+
+async def refuse_unread_body(
+    receive: Receive, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    """Answer a request whose body will not be read, then close its connection, lingering like nginx does.
+
+    Closing a socket with unread bytes in it makes the kernel send a reset, which can destroy the answer before
+    the client reads it: the client sees a broken connection instead of the 413. So the answer goes out whole,
+    then what the client still sends is read and dropped for up to ``LINGER_SECONDS`` / ``LINGER_BYTES``
+    (enough for it to see the answer and stop), and only then does the response end and the connection close.
+    """
+    headers = [(k, v) for k, v in headers if k.lower() not in (b"connection", b"content-length")]
+    headers += [(b"connection", b"close"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    drained = 0
+    deadline = time.monotonic() + LINGER_SECONDS
+    with contextlib.suppress(TimeoutError):
+        while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            message = await asyncio.wait_for(receive(), timeout=left)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+            drained += len(message.get("body", b""))
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _too_large(limit: int) -> ASGIApp:
+    payload = orjson.dumps(error_body(f"Request body over {limit} bytes", "PAYLOAD_TOO_LARGE", {"limit": limit}))
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        await refuse_unread_body(receive, send, 413, [(b"content-type", b"application/json")], payload)
+
+    return answer
+
+
 def health_router(readiness: ReadinessCheck) -> APIRouter:
     """``/health/live`` (process is up), ``/health/ready`` (its dependencies answer) and ``/metrics``."""
     router = APIRouter(include_in_schema=False)
@@ -160,5 +263,6 @@ def create_app(
     app.state.api_routers = routers
     for router in routers:
         app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestContextMiddleware, service=service)
     return app

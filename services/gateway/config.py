@@ -23,7 +23,9 @@ class Settings(ServiceSettings):
     upstream_connect_timeout_seconds: float = 2.0
     upstream_pool_wait_seconds: float = 5.0
     forwarded_allow_ips: str = "127.0.0.1"
-    upstream_max_connections: int = 500
+    # One connection pool per service: a slow service or a flood aimed at one exhausts only its own pool.
+    upstream_max_connections_per_service: int = 200
+    internal_max_connections: int = 100  # the gateway's own calls (key checks, health, documents), apart
     health_check_timeout_seconds: float = 1.0
     health_cache_seconds: float = 1.0
     # Access tokens (must match the auth service's issuer and audience).
@@ -48,6 +50,15 @@ class Settings(ServiceSettings):
     max_body_bytes: int = 1024 * 1024  # any JSON request; render uploads have their own limit below
     request_events: bool = True  # publish gateway.requests (telemetry); off = no per-request event at all
     max_render_body_bytes: int = 70 * 1024 * 1024  # MAX_UPLOAD_BYTES (50 MB) as base64 text, plus the form
+    # Per caller (account, whatever key or token; the client address when anonymous) and per replica: requests
+    # open at once, and event streams open at once (counted apart). Beyond either, 429 with Retry-After.
+    max_requests_per_caller: int = 32
+    max_streams_per_caller: int = 8
+    # A body is received whole before it is forwarded; it must arrive at this average pace after the grace period,
+    # and completely within the timeout, else 408 and the connection is closed.
+    body_min_bytes_per_second: float = 16 * 1024
+    body_grace_seconds: float = 5.0
+    body_timeout_seconds: float = 300.0
 
     def upstreams(self) -> dict[str, str]:
         """Every process behind the gateway by name, for routing and health."""

@@ -69,3 +69,17 @@ class RateLimitedError(DomainError):
 class PayloadTooLargeError(DomainError):
     status_code = 413
     error_code = "PAYLOAD_TOO_LARGE"
+
+
+class RequestTimeoutError(DomainError):
+    """A body that did not arrive in time: answered, then the connection is closed (it cannot be reused)."""
+
+    status_code = 408
+    error_code = "REQUEST_TIMEOUT"
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message, details=details, headers={"Connection": "close"})
+
+
+class ClientGoneError(Exception):
+    """The client disconnected before its request was complete: there is nobody left to answer."""

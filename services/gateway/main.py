@@ -20,7 +20,8 @@ from services.gateway.docs import PublicSpec
 from services.gateway.docs import router as docs_router
 from services.gateway.events import KeyEventsConsumer, backfill_deleted_users
 from services.gateway.health import HealthChecker
-from services.gateway.proxy import make_session
+from services.gateway.isolation import OpenSlots
+from services.gateway.proxy import Upstreams
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.request_events import RequestEventsMiddleware, RequestEventsPublisher
 from services.gateway.routing import route_for
@@ -50,7 +51,8 @@ class GatewayApp:
 @asynccontextmanager
 async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    session = make_session(settings)
+    upstreams = Upstreams(settings)
+    session = upstreams.internal
     redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
     denylist = Denylist()
     usage = KeyUsageRecorder(settings, session)
@@ -58,16 +60,18 @@ async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
     jwt_verifier = JwtVerifier(settings, session, denylist)
     app.state.pipeline = Pipeline(
         settings,
-        session,
+        upstreams,
         jwt_verifier,
         keys,
         RateLimiter(redis, settings.rate_limit_window_seconds),
         IdentitySigner(settings.internal_identity_secret, settings.internal_identity_ttl_seconds),
         FailureBudget(settings.auth_failures_per_minute),
+        OpenSlots(settings.max_requests_per_caller, "requests"),
+        OpenSlots(settings.max_streams_per_caller, "event streams"),
     )
-    app.state.public_spec = PublicSpec(settings.upstreams(), session)
+    app.state.public_spec = PublicSpec(settings.upstreams(), upstreams.internal)
     app.state.storage = storage_from_settings(settings)
-    app.state.health = HealthChecker(settings, session, redis, app.state.storage)
+    app.state.health = HealthChecker(settings, upstreams.internal, redis, app.state.storage)
     app.state.key_cache = keys
     app.state.key_events = KeyEventsConsumer(settings, keys, denylist)
     publisher = RequestEventsPublisher(settings.kafka_bootstrap_servers) if settings.request_events else None
@@ -92,7 +96,7 @@ async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
         await usage.flush()
         if publisher is not None:
             await publisher.close()
-        await session.close()
+        await upstreams.close()
         await redis.aclose()
 
 

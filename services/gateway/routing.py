@@ -67,3 +67,8 @@ def policy_for(method: str, path: str) -> Policy:
     if _under(path, "/api/admin"):
         return Policy(Access.OPERATOR)
     return Policy(Access.USER)  # /auth/me, /credits and anything else a service adds
+
+
+def is_event_stream(method: str, path: str) -> bool:
+    """A request answered by a long-lived ``text/event-stream`` (counted against the caller's stream cap)."""
+    return method == "GET" and _under(path, "/api/plugins/renders") and path.endswith("/events")

@@ -9,27 +9,29 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 import structlog
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from services.gateway.authn import ApiKeyVerifier, JwtVerifier, Principal
+from services.gateway.bodies import BodyPolicy, receive_body, too_large
 from services.gateway.config import Settings
 from services.gateway.errors import (
     AuthRequiredError,
+    ClientGoneError,
     InsufficientPermissionsError,
     InvalidTokenError,
-    PayloadTooLargeError,
     RateLimitedError,
 )
+from services.gateway.isolation import OpenSlots
 from services.gateway.platform import PluginIdentity, detect_plugin
-from services.gateway.proxy import forward, upstream_headers
+from services.gateway.proxy import Upstreams, forward, upstream_headers
 from services.gateway.ratelimit import Decision, RateLimiter, account_of
-from services.gateway.routing import Access, Policy, policy_for
+from services.gateway.routing import AUTH_ENTRY_PATHS, Access, Policy, is_event_stream, policy_for
 from services.gateway.signer import IdentitySigner
 from shared.errors import DomainError, error_body
+from shared.http import refuse_unread_body
 from shared.identity import Identity
 
 log = structlog.stdlib.get_logger(__name__)
@@ -66,12 +68,14 @@ class FailureBudget:
 @dataclass
 class Pipeline:
     settings: Settings
-    session: aiohttp.ClientSession
+    upstreams: Upstreams
     jwt: JwtVerifier
     keys: ApiKeyVerifier
     limiter: RateLimiter
     signer: IdentitySigner
     failures: FailureBudget
+    requests: OpenSlots
+    streams: OpenSlots
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, service: str) -> None:
         request_id: str = scope["state"]["request_id"]
@@ -80,13 +84,12 @@ class Pipeline:
         scope["state"]["plugin"] = plugin
         extra: list[tuple[bytes, bytes]] = []
         try:
-            if (
-                "\x00" in scope["path"]
-                or b"%00" in scope.get("query_string", b"")
-                or b"%00" in scope.get("raw_path", b"")
-            ):
+            if _has_nul(scope):
                 raise DomainError("NUL characters are not allowed in URLs", details={"field": "url", "reason": "NUL"})
-            self._check_declared_length(scope, headers)
+            body_policy = self._body_policy(scope)
+            declared = _declared_length(headers)
+            if declared is not None and declared > body_policy.limit:  # refused before a byte of it is read
+                raise too_large(body_policy.limit)
             policy = policy_for(scope["method"], scope["path"])
             client_ip = scope["client"][0] if scope.get("client") else ""
             blocked_for = self.failures.retry_after(client_ip)
@@ -105,38 +108,14 @@ class Pipeline:
             if principal is not None:
                 scope["state"]["user_id"] = principal.user_id
             authorize(principal, policy)
-            body = await self._read_small_body(receive, headers) if policy.access is Access.CREDENTIALS else None
-            decision = await self._rate_limit(scope, principal, policy, body)
-            if decision is not None:
-                extra = decision.headers()
-                if not decision.allowed:
-                    raise RateLimitedError(
-                        "Too many requests; retry later",
-                        details={"retryAfter": decision.retry_after},
-                        headers={"Retry-After": str(decision.retry_after)},
-                    )
-            token = self.signer.token(build_identity(principal, plugin, headers))
-            # The raw path and query, byte for byte: an upstream must see exactly what the client sent.
-            raw_path = scope.get("raw_path") or scope["path"].encode()
-            url = self.settings.upstreams()[service] + raw_path.decode("latin-1")
-            if scope.get("query_string"):
-                url += "?" + scope["query_string"].decode("latin-1")
-            out_headers = upstream_headers(
-                scope["headers"], token, request_id, client_ip, scope["scheme"], keep_length=body is None
-            )
-            await forward(
-                self.session,
-                scope,
-                receive,
-                send,
-                url=url,
-                headers=out_headers,
-                body=body,
-                service=service,
-                extra_headers=extra,
-            )
+            caller = principal.user_id if principal is not None else "ip:" + client_ip
+            slots = self.streams if is_event_stream(scope["method"], scope["path"]) else self.requests
+            with slots.hold(caller):
+                await self._admit_and_forward(scope, receive, send, service, principal, policy, body_policy, extra)
+        except ClientGoneError:
+            log.info("client_gone_before_body", service=service)
         except DomainError as exc:
-            await send_error(send, exc, extra)
+            await send_error(send, exc, extra, receive)
         except Exception as exc:
             # The envelope, never a bare 500 (if the upstream's headers are already out, the stream just ends).
             log.error("gateway_unhandled_exception", error_type=type(exc).__name__, service=service, exc_info=exc)
@@ -148,15 +127,86 @@ class Pipeline:
                 extra,
             )
 
-    def _check_declared_length(self, scope: Scope, headers: Headers) -> None:
-        """Refuse an oversized body before reading a byte of it (services also count what actually arrives)."""
-        declared = headers.get("content-length")
-        if declared is None or not (declared.isascii() and declared.isdigit()):
-            return
-        upload = scope["method"] == "POST" and scope["path"] == "/api/plugins/renders"
-        limit = self.settings.max_render_body_bytes if upload else self.settings.max_body_bytes
-        if int(declared) > limit:
-            raise PayloadTooLargeError(f"Request body over {limit} bytes", details={"limit": limit})
+    async def _admit_and_forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        service: str,
+        principal: Principal | None,
+        policy: Policy,
+        body_policy: BodyPolicy,
+        extra: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Rate-limit, receive the whole body, forward. A request is limited before its body is read, except the
+        sign-in family: its limit is per account, which only its (small) body names."""
+        credentials = policy.access is Access.CREDENTIALS
+        if not credentials:
+            await self._admit(scope, principal, policy, None, extra)
+        headers = Headers(scope=scope)
+        declared = _declared_length(headers)
+        body = await receive_body(receive, body_policy, declared) if _has_body(scope, declared) else None
+        try:
+            if credentials:
+                await self._admit(scope, principal, policy, body.as_bytes() if body is not None else b"", extra)
+            token = self.signer.token(build_identity(principal, scope["state"]["plugin"], headers))
+            # The raw path and query, byte for byte: an upstream must see exactly what the client sent.
+            raw_path = scope.get("raw_path") or scope["path"].encode()
+            url = self.settings.upstreams()[service] + raw_path.decode("latin-1")
+            if scope.get("query_string"):
+                url += "?" + scope["query_string"].decode("latin-1")
+            client_ip = scope["client"][0] if scope.get("client") else ""
+            request_id = scope["state"]["request_id"]
+            out_headers = upstream_headers(scope["headers"], token, request_id, client_ip, scope["scheme"])
+            await forward(
+                self.upstreams.session(service),
+                scope,
+                receive,
+                send,
+                url=url,
+                headers=out_headers,
+                body=body,
+                service=service,
+                extra_headers=extra,
+            )
+        finally:
+            if body is not None:
+                body.close()
+
+    async def _admit(
+        self,
+        scope: Scope,
+        principal: Principal | None,
+        policy: Policy,
+        body: bytes | None,
+        extra: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Apply the rate limit: its headers go into ``extra``; a refusal raises 429."""
+        decision = await self._rate_limit(scope, principal, policy, body)
+        if decision is not None:
+            extra[:] = decision.headers()
+            if not decision.allowed:
+                raise RateLimitedError(
+                    "Too many requests; retry later",
+                    details={"retryAfter": decision.retry_after},
+                    headers={"Retry-After": str(decision.retry_after)},
+                )
+
+    def _body_policy(self, scope: Scope) -> BodyPolicy:
+        """Render uploads, the sign-in family and every other body each have their own cap; one pace for all."""
+        path = scope["path"]
+        if scope["method"] == "POST" and path == "/api/plugins/renders":
+            limit = self.settings.max_render_body_bytes
+        elif path in AUTH_ENTRY_PATHS:
+            limit = self.settings.max_auth_body_bytes
+        else:
+            limit = self.settings.max_body_bytes
+        return BodyPolicy(
+            limit=limit,
+            min_rate=self.settings.body_min_bytes_per_second,
+            grace=self.settings.body_grace_seconds,
+            deadline=self.settings.body_timeout_seconds,
+        )
 
     async def authenticate(self, headers: Headers, policy: Policy, request_id: str) -> Principal | None:
         """API.md: an ``Authorization`` header alone decides; else ``X-Api-Key``; else anonymous."""
@@ -172,27 +222,6 @@ class Pipeline:
         if api_key is not None:
             return await self.keys.verify(api_key.strip(), request_id)
         raise AuthRequiredError()
-
-    async def _read_small_body(self, receive: Receive, headers: Headers) -> bytes:
-        """Sign-in family bodies are tiny; read them here (bounded) to rate-limit per IP + email."""
-        limit = self.settings.max_auth_body_bytes
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLargeError(f"Request body over {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"Request body over {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
 
     async def _rate_limit(
         self, scope: Scope, principal: Principal | None, policy: Policy, body: bytes | None
@@ -211,6 +240,25 @@ class Pipeline:
         return await self.limiter.check(
             "auth", f"{client_ip}:{account_of(body)}", self.settings.auth_rate_limit_per_minute
         )
+
+
+def _has_nul(scope: Scope) -> bool:
+    """A NUL in a URL is never meaningful and PostgreSQL cannot store it: refuse it at the door."""
+    raw = scope.get("raw_path") or b""
+    return "\x00" in scope["path"] or b"%00" in raw or b"%00" in scope.get("query_string", b"")
+
+
+def _declared_length(headers: Headers) -> int | None:
+    declared = headers.get("content-length")
+    if declared is None or not (declared.isascii() and declared.isdigit()):
+        return None
+    return int(declared)
+
+
+def _has_body(scope: Scope, declared: int | None) -> bool:
+    if declared is not None:
+        return declared > 0
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
 def authorize(principal: Principal | None, policy: Policy) -> None:
@@ -245,9 +293,15 @@ def build_identity(principal: Principal | None, plugin: PluginIdentity, headers:
     )
 
 
-async def send_error(send: Send, exc: DomainError, extra: list[tuple[bytes, bytes]]) -> None:
+async def send_error(
+    send: Send, exc: DomainError, extra: list[tuple[bytes, bytes]], receive: Receive | None = None
+) -> None:
+    """The envelope; a refusal that leaves a body unread (``Connection: close``) lingers so the client sees it."""
     payload = orjson.dumps(error_body(exc.message, exc.error_code, exc.details, **exc.extra))
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    if receive is not None and exc.headers.get("Connection") == "close":
+        await refuse_unread_body(receive, send, exc.status_code, headers + extra, payload)
+        return
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers + extra})
     await send({"type": "http.response.body", "body": payload})

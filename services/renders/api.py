@@ -17,7 +17,14 @@ from services.renders.deps import ContextDep, SessionDep, UserIdentityDep
 from services.renders.errors import DomainError
 from services.renders.models import ProjectIn, ProjectOut, ProjectPage, RenderAccepted, RenderPage, RenderStatus
 from services.renders.sse import render_events
-from services.renders.uploads import create_render_request_body, form_schema, limit_body, parse_submission
+from services.renders.uploads import (
+    body_limit,
+    create_render_request_body,
+    form_schema,
+    limit_body,
+    parse_submission,
+    received_whole,
+)
 from shared.db import unit_of_work
 from shared.errors import ServiceUnavailableError, documented_errors
 from shared.faults import connection_lost
@@ -91,8 +98,9 @@ async def create_render(
     was taken) is released here. A COMMIT whose outcome this process cannot know (the connection broke under it) is
     not refunded blindly: the render may exist, so credits' reconciler settles the reservation from its real status.
     """
-    async with request.app.state.upload_slots:
-        submission = await parse_submission(request, ctx.settings.max_upload_bytes)
+    limit = body_limit(ctx.settings.max_upload_bytes)
+    async with received_whole(request, limit) as whole, request.app.state.upload_slots:
+        submission = await parse_submission(whole, ctx.settings.max_upload_bytes)
         reserving: list[str] = []
         async with request.app.state.runtime.sessions() as session:
             try:

@@ -14,6 +14,7 @@ from services.renders.models import SCHEMA
 from services.renders.rendering import RendererRegistry
 from services.renders.service import RendersContext
 from services.renders.sse import StatusHub
+from services.renders.uploads import body_limit
 from shared.internal_client import InternalClient
 from shared.runtime import Runtime
 from shared.storage import storage_from_settings
@@ -42,6 +43,7 @@ async def renders_resources(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.renders = context
     app.state.upload_slots = asyncio.Semaphore(settings.max_concurrent_uploads)
+    app.state.body_limits = {("POST", "/api/plugins/renders"): body_limit(settings.max_upload_bytes)}
     app.state.status_hub = StatusHub(settings.database_url)
     await app.state.status_hub.start()
     try:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import orjson
@@ -118,6 +121,26 @@ def limit_body(request: Request, limit: int) -> Request:
     return Request(request.scope, receive)
 
 
+SPOOL_IN_MEMORY_BYTES = 1024 * 1024
+SPOOL_CHUNK_BYTES = 256 * 1024
+
+
+@asynccontextmanager
+async def received_whole(request: Request, limit: int) -> AsyncIterator[Request]:
+    """The upload received completely (counted, at most ``limit`` bytes; spilled to disk past 1 MiB), then replayed
+    as a request: an upload slot is taken only once every byte has arrived, never by a body still in transit."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
+        async for chunk in limit_body(request, limit).stream():
+            spool.write(chunk)
+        spool.seek(0)
+
+        async def replay() -> Message:
+            chunk = spool.read(SPOOL_CHUNK_BYTES)
+            return {"type": "http.request", "body": chunk, "more_body": len(chunk) == SPOOL_CHUNK_BYTES}
+
+        yield Request(request.scope, replay)
+
+
 def _validate_fields(raw: dict[str, Any]) -> CreateRenderFields:
     try:
         return CreateRenderFields.model_validate(raw)
@@ -154,7 +177,6 @@ def _missing_image() -> RequestValidationError:
 
 
 async def parse_submission(request: Request, max_upload_bytes: int) -> Submission:
-    request = limit_body(request, body_limit(max_upload_bytes))
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=32, max_part_size=body_limit(max_upload_bytes))
