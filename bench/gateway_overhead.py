@@ -50,7 +50,7 @@ from bench.stack import (
     child_process,
     create_api_key,
     environment_report,
-    internal_identity_secret,
+    gateway_identity_key,
     running_platform,
     sign_up,
 )
@@ -86,7 +86,7 @@ async def make_targets(platform: Platform, upstream_port: int) -> list[Target]:
         user_agent=USER_AGENT,
         request_id=uuid.uuid4().hex,
     )
-    token = sign_identity(identity, internal_identity_secret(), ttl_seconds=3600)
+    token = sign_identity(identity, gateway_identity_key(), ttl_seconds=3600)
     gw = platform.gateway_port
     return [
         Target("direct", upstream_port, build_request("GET", PING_PATH, upstream_port, [(IDENTITY_HEADER, token)])),

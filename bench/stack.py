@@ -34,6 +34,7 @@ from typing import Any
 import asyncpg
 import httpx
 import psutil
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.loadgen import proc_cpu_seconds
 from shared.apikeys import SCOPES
@@ -41,7 +42,7 @@ from shared.db import plain_dsn
 from shared.devstack.processes import ALL_PORT_VARIABLES
 from shared.devstack.supervisor import DATABASE_NAME
 from shared.engines import die_with_parent, free_port, stop_process, wait_for_port
-from shared.settings import ServiceSettings
+from shared.keys import GATEWAY_IDENTITY, dev_private_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -60,8 +61,10 @@ DROPPED_NAMES = frozenset(
         "PUBLIC_BASE_URL",
         "SIGNUP_CREDITS",
         "ADMIN_EMAILS",
-        "INTERNAL_IDENTITY_SECRET",
+        "INTERNAL_IDENTITY_PUBLIC_KEY",
         "INTERNAL_IDENTITY_TTL_SECONDS",
+        "SERVICE_IDENTITY_KEY",
+        "SERVICE_IDENTITY_PUBLIC_KEYS",
         "LOG_LEVEL",
         "DB_POOL_SIZE",
     }
@@ -87,9 +90,10 @@ PROCESS_MARKERS = {
 }
 
 
-def internal_identity_secret() -> str:
-    """The secret the platform is started with (the dev default), for benchmarks that sign identities."""
-    return ServiceSettings(app_env="dev").internal_identity_secret
+def gateway_identity_key() -> Ed25519PrivateKey:
+    """The key the platform's gateway signs identities with (the dev key: the platform runs with APP_ENV=dev and
+    no key set), for benchmarks that sign what the gateway would."""
+    return dev_private_key(GATEWAY_IDENTITY)
 
 
 def say(message: str) -> None:
@@ -284,7 +288,6 @@ def platform_env(overrides: dict[str, str], ports: dict[str, int], var_dir: Path
             "VAR_DIR": str(var_dir),
             "LOG_LEVEL": "INFO",
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
-            "INTERNAL_IDENTITY_SECRET": internal_identity_secret(),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -426,7 +429,7 @@ def _wait_healthy(platform: Platform, log_path: Path, timeout: float) -> None:
 def child_process(args: list[str], port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A helper process of the benchmark (``python <args>``) that dies with us, is waited for on ``port`` and is
     always stopped on exit."""
-    env = {**os.environ, "APP_ENV": "dev", "INTERNAL_IDENTITY_SECRET": internal_identity_secret()}
+    env = {**os.environ, "APP_ENV": "dev"}
     env["PYTHONUNBUFFERED"] = "1"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -34,7 +34,7 @@ async def ping(identity: IdentityDep) -> JsonResponse:
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    """The upstream app; settings (hence the identity secret) come from the environment like any service."""
+    """The upstream app; settings (hence the identity public key) come from the environment like any service."""
     settings = settings or ServiceSettings()
     configure_logging(SERVICE, json_logs=not settings.is_dev, level=settings.log_level)
 

@@ -1,32 +1,45 @@
-"""Internal identity: the gateway's signed statement of who is calling, verified by every service.
+"""Internal identity: who is calling a service, in two kinds of token that cannot stand in for each other.
 
-The gateway strips anything a client sends that looks internal, authenticates the caller, and forwards a short-lived
-HS256 token in ``X-Internal-Identity``. Services trust only that token, never client headers, so a service reached
-directly (bypassing the gateway) answers 401.
+- **User identity** (``X-Internal-Identity``): the gateway strips anything a client sends that looks internal,
+  authenticates the caller and forwards a short-lived EdDSA token signed with its private key. Only the gateway
+  holds that key; services verify with the public key, so no other process (a render worker decoding untrusted
+  images, the webhooks dispatcher) can mint a user or operator identity. Never accepted on ``/internal`` routes.
+- **Service credential** (``X-Internal-Service``): a calling service signs a short-lived EdDSA token with its own
+  key, naming itself (``iss``) and the service it calls (``aud``). It carries no user, scope or operator rights:
+  the user a call is about is a parameter of that call. Accepted only on ``/internal`` routes, and only from the
+  callers each route allows (``callers("auth")``).
+
+A service reached directly (bypassing the gateway) with neither answers 401.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from shared.errors import AuthRequiredError
+from shared.errors import AuthRequiredError, DomainError
 
 IDENTITY_HEADER = "x-internal-identity"
+SERVICE_HEADER = "x-internal-service"
 INTERNAL_HEADER_PREFIXES = ("x-internal-", "x-forwarded-user", "x-user-", "x-auth-", "x-principal")
+INTERNAL_PATH_PREFIX = "/internal/"
 ISSUER = "gateway"
 AUDIENCE = "internal"
-ALGORITHM = "HS256"
+SERVICE_AUDIENCE_PREFIX = "service:"
+ALGORITHM = "EdDSA"
+CLOCK_SKEW_SECONDS = 5
 
 AuthMethod = Literal["bearer", "api_key", "service", "none"]
 
 
 class Identity(BaseModel):
-    """Who is calling, as the gateway established it."""
+    """Who is calling: a user (as the gateway established it), nobody yet, or a service (``service`` set)."""
 
     user_id: str | None = None
     auth_method: AuthMethod = "none"
@@ -44,7 +57,13 @@ class Identity(BaseModel):
         return self.user_id is not None
 
 
-def sign_identity(identity: Identity, secret: str, ttl_seconds: int = 60) -> str:
+# --- user identity (the gateway's) -------------------------------------------------------------------------------
+
+
+def sign_identity(identity: Identity, key: Ed25519PrivateKey, ttl_seconds: int = 60) -> str:
+    """The gateway's token for ``identity``; a service identity is never signed this way."""
+    if identity.auth_method == "service" or identity.service is not None:
+        raise ValueError("services sign their own credential (sign_service_token)")
     now = int(time.time())
     claims = {
         "iss": ISSUER,
@@ -53,24 +72,69 @@ def sign_identity(identity: Identity, secret: str, ttl_seconds: int = 60) -> str
         "exp": now + ttl_seconds,
         "idn": identity.model_dump(exclude_none=True, exclude_defaults=True),
     }
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
-def verify_identity(token: str, secret: str) -> Identity:
-    """Raise ``AuthRequiredError`` for anything but a valid, unexpired token signed with ``secret``."""
+def verify_identity(token: str, public_keys: Ed25519PublicKey | tuple[Ed25519PublicKey, ...]) -> Identity:
+    """Raise ``AuthRequiredError`` for anything but a valid, unexpired token of the gateway's key (any of
+    ``public_keys``, so a key can be rotated without a gap); a service identity inside is refused too."""
+    keys = public_keys if isinstance(public_keys, tuple) else (public_keys,)
+    for key in keys:
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "iss", "aud"]},
+                leeway=CLOCK_SKEW_SECONDS,
+            )
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError as exc:
+            raise AuthRequiredError("Missing or invalid internal identity") from exc
+        try:
+            identity = Identity.model_validate(claims.get("idn", {}))
+        except ValidationError:
+            break
+        if identity.auth_method == "service" or identity.service is not None:
+            break
+        return identity
+    raise AuthRequiredError("Missing or invalid internal identity")
+
+
+# --- service credential (each calling service's own) -------------------------------------------------------------
+
+
+def sign_service_token(caller: str, callee: str, key: Ed25519PrivateKey, ttl_seconds: int = 60) -> str:
+    """``caller``'s credential for ``callee``'s ``/internal`` API: who calls whom, and nothing else."""
+    now = int(time.time())
+    claims = {"iss": caller, "aud": SERVICE_AUDIENCE_PREFIX + callee, "iat": now, "exp": now + ttl_seconds}
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
+
+
+def verify_service_token(token: str, callee: str, key_of: Callable[[str], Ed25519PublicKey | None]) -> str:
+    """The calling service's name, for a valid, unexpired token addressed to ``callee`` and signed with the key
+    ``key_of`` gives for the caller it names; ``AuthRequiredError`` otherwise (unknown callers included)."""
     try:
-        claims = jwt.decode(
+        named: object = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        caller = named if isinstance(named, str) else ""
+        key = key_of(caller) if caller else None
+        if key is None:
+            raise AuthRequiredError("Internal route: unknown calling service")
+        jwt.decode(
             token,
-            secret,
+            key,
             algorithms=[ALGORITHM],
-            audience=AUDIENCE,
-            issuer=ISSUER,
+            audience=SERVICE_AUDIENCE_PREFIX + callee,
+            issuer=caller,
             options={"require": ["exp", "iat", "iss", "aud"]},
-            leeway=5,  # clock skew between the gateway's host and this one
+            leeway=CLOCK_SKEW_SECONDS,
         )
     except jwt.PyJWTError as exc:
-        raise AuthRequiredError("Missing or invalid internal identity") from exc
-    return Identity.model_validate(claims.get("idn", {}))
+        raise AuthRequiredError("Internal route: missing or invalid service credential") from exc
+    return caller
 
 
 def is_internal_header(name: str) -> bool:
@@ -79,26 +143,19 @@ def is_internal_header(name: str) -> bool:
     return lowered.startswith(INTERNAL_HEADER_PREFIXES)
 
 
+# --- FastAPI dependencies ----------------------------------------------------------------------------------------
+
+
 async def require_identity(request: Request) -> Identity:
-    """FastAPI dependency: the verified caller; the secret comes from the app's settings on ``app.state``."""
+    """The gateway's identity of the caller (maybe anonymous); never on an ``/internal`` route, where only
+    service credentials count. Keys come from the app's settings on ``app.state``."""
     token = request.headers.get(IDENTITY_HEADER)
-    if not token:
+    if not token or request.url.path.startswith(INTERNAL_PATH_PREFIX):
         raise AuthRequiredError("This service accepts requests from the gateway only")
-    return verify_identity(token, request.app.state.settings.internal_identity_secret)
+    return verify_identity(token, request.app.state.settings.identity_public_keys())
 
 
 IdentityDep = Annotated[Identity, Depends(require_identity)]
-
-
-async def require_service_identity(request: Request) -> Identity:
-    """Dependency of ``/internal/*`` routes: only another service (never a user through the gateway) may call."""
-    identity = await require_identity(request)
-    if identity.auth_method != "service":
-        raise AuthRequiredError("Internal route: service callers only")
-    return identity
-
-
-ServiceIdentityDep = Annotated[Identity, Depends(require_service_identity)]
 
 
 async def require_user(request: Request) -> Identity:
@@ -119,3 +176,32 @@ async def require_user_id(identity: UserIdentityDep) -> str:
 
 
 UserIdDep = Annotated[str, Depends(require_user_id)]
+
+
+async def require_service_identity(request: Request) -> Identity:
+    """Any service this one knows, proven by its own credential (a user identity never counts here)."""
+    token = request.headers.get(SERVICE_HEADER)
+    if not token:
+        raise AuthRequiredError("Internal route: service callers only")
+    settings = request.app.state.settings
+    caller = verify_service_token(token, request.app.state.runtime.service, settings.caller_public_key)
+    return Identity(auth_method="service", service=caller, request_id=request.headers.get("x-request-id"))
+
+
+ServiceIdentityDep = Annotated[Identity, Depends(require_service_identity)]
+
+
+def callers(*allowed: str) -> Any:
+    """Route dependency of an ``/internal`` route: only these services may call it (403 for another one)."""
+
+    async def require_allowed_caller(identity: ServiceIdentityDep) -> Identity:
+        if identity.service not in allowed:
+            raise DomainError(
+                f"Internal route: {identity.service} may not call it",
+                status_code=403,
+                error_code="INSUFFICIENT_PERMISSIONS",
+                details={"requiredScope": "service:" + "|".join(allowed)},
+            )
+        return identity
+
+    return Depends(require_allowed_caller)

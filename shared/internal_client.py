@@ -1,7 +1,9 @@
-"""Service-to-service HTTP: a pooled client that signs a ``service`` identity on every call.
+"""Service-to-service HTTP: a pooled client that sends the caller's own service credential on every call.
 
 Used for the few synchronous calls the architecture allows (auth -> credits grant at signup, renders -> credits
-reserve at create, gateway -> auth key verification). The request id of the current log context is propagated.
+reserve and release at create, credits' reconciler -> renders' render status). The credential names the caller and
+the callee and nothing else: a user the call is about goes in its path or body. The request id of the current log
+context is propagated.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import structlog
 from pydantic import BaseModel
 
 from shared.errors import DomainError, ServiceUnavailableError
-from shared.identity import IDENTITY_HEADER, Identity, sign_identity
+from shared.identity import SERVICE_HEADER, sign_service_token
+from shared.settings import ServiceSettings
 
 
 class InternalClient:
@@ -22,14 +25,18 @@ class InternalClient:
         base_url: str,
         *,
         caller: str,
-        secret: str,
+        callee: str,
+        settings: ServiceSettings,
         timeout: float = 5.0,
         passthrough: frozenset[int] = frozenset({402, 404, 409}),
     ) -> None:
-        """``passthrough``: statuses whose contract error is relayed to the caller as is (e.g. 402 credits)."""
+        """``caller`` signs with its own key (``SERVICE_IDENTITY_KEY``; raises at once when it has none outside
+        dev); ``passthrough``: statuses whose contract error is relayed to the caller as is (e.g. 402 credits)."""
         self.passthrough = passthrough
         self.caller = caller
-        self.secret = secret
+        self.callee = callee
+        self._key = settings.service_private_key(caller)
+        self._ttl = settings.internal_identity_ttl_seconds
         self.http = httpx.AsyncClient(
             base_url=base_url,
             timeout=timeout,
@@ -37,20 +44,17 @@ class InternalClient:
             trust_env=False,
         )
 
-    def _headers(self, user_id: str | None) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         request_id = structlog.contextvars.get_contextvars().get("request_id")
-        identity = Identity(auth_method="service", service=self.caller, user_id=user_id, request_id=request_id)
-        headers = {IDENTITY_HEADER: sign_identity(identity, self.secret)}
+        headers = {SERVICE_HEADER: sign_service_token(self.caller, self.callee, self._key, self._ttl)}
         if request_id:
             headers["x-request-id"] = str(request_id)
         return headers
 
-    async def request(
-        self, method: str, path: str, *, user_id: str | None = None, json: Any = None, params: Any = None
-    ) -> Any:
+    async def request(self, method: str, path: str, *, json: Any = None, params: Any = None) -> Any:
         """The ``data`` of a successful answer; a contract error is re-raised as the same ``DomainError``."""
         try:
-            response = await self.http.request(method, path, json=json, params=params, headers=self._headers(user_id))
+            response = await self.http.request(method, path, json=json, params=params, headers=self._headers())
         except httpx.HTTPError as exc:
             raise ServiceUnavailableError(
                 "A platform service is temporarily unavailable", details={"service": str(self.http.base_url)}
@@ -95,8 +99,8 @@ class RenderState(BaseModel):
 class RendersClient:
     """Renders' internal API, typed: what credits' reconciler asks about a render it holds credits for."""
 
-    def __init__(self, base_url: str, *, caller: str, secret: str, timeout: float = 5.0) -> None:
-        self._client = InternalClient(base_url, caller=caller, secret=secret, timeout=timeout)
+    def __init__(self, base_url: str, *, caller: str, settings: ServiceSettings, timeout: float = 5.0) -> None:
+        self._client = InternalClient(base_url, caller=caller, callee="renders", settings=settings, timeout=timeout)
 
     async def render_state(self, render_id: str) -> RenderState | None:
         """The render's status, or None when renders says it does not exist; anything else raises."""

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from services.credits import service
 from services.credits.deps import SessionDep
 from services.credits.models import Credits, GrantRequest, Reservation, ReservationRequest, TransactionsPage
-from shared.identity import UserIdDep, require_service_identity
+from shared.identity import UserIdDep, callers, require_service_identity
 from shared.responses import Envelope, JsonResponse, ok
 
 public_router = APIRouter(prefix="/api/plugins/credits")
@@ -38,17 +38,19 @@ async def my_transactions(
     return ok(await service.transactions(session, user_id, limit, cursor))
 
 
-@internal_router.post("/{user_id}/grants", status_code=201, response_model=Credits)
+@internal_router.post("/{user_id}/grants", status_code=201, response_model=Credits, dependencies=[callers("auth")])
 async def grant(user_id: UserIdPath, body: GrantRequest, session: SessionDep) -> JsonResponse:
     return ok(await service.grant(session, user_id, body.credits, body.reference, body.reason), 201)
 
 
-@internal_router.post("/{user_id}/reservations", status_code=201, response_model=Reservation)
+@internal_router.post(
+    "/{user_id}/reservations", status_code=201, response_model=Reservation, dependencies=[callers("renders")]
+)
 async def reserve(user_id: UserIdPath, body: ReservationRequest, session: SessionDep) -> JsonResponse:
     return ok(await service.reserve(session, user_id, body.render_id, body.credits), 201)
 
 
-@internal_router.get("/{user_id}", response_model=Credits)
+@internal_router.get("/{user_id}", response_model=Credits, dependencies=[callers("auth")])
 async def credits_of(user_id: UserIdPath, session: SessionDep) -> JsonResponse:
     return ok(await service.summary(session, user_id))
 
@@ -56,7 +58,7 @@ async def credits_of(user_id: UserIdPath, session: SessionDep) -> JsonResponse:
 routers = [public_router, internal_router]
 
 
-@internal_router.post("/{user_id}/reservations/{render_id}/release")
+@internal_router.post("/{user_id}/reservations/{render_id}/release", dependencies=[callers("renders")])
 async def release_reservation(user_id: UserIdPath, render_id: UserIdPath, session: SessionDep) -> JsonResponse:
     """Compensation for a render that was never created (its transaction failed after the reservation):
     idempotent, and a no-op when there is no reservation or it was already settled."""

@@ -25,7 +25,7 @@ from shared.runtime import Runtime
 @asynccontextmanager
 async def credits_resources(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    renders = RendersClient(settings.renders_url, caller="credits", secret=settings.internal_identity_secret)
+    renders = RendersClient(settings.renders_url, caller="credits", settings=settings)
     reconciler = Reconciler(
         app.state.runtime.sessions, renders, settings.reconcile_after_seconds, settings.reconcile_page_size
     )

@@ -28,7 +28,7 @@ from services.gateway.errors import (
     UpstreamUnavailableError,
 )
 from shared import apikeys
-from shared.identity import IDENTITY_HEADER, Identity, sign_identity
+from shared.identity import SERVICE_HEADER, sign_service_token
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -37,11 +37,14 @@ CLOCK_SKEW_SECONDS = 5
 
 
 def service_headers(settings: Settings, request_id: str | None = None) -> dict[str, str]:
-    identity = Identity(auth_method="service", service="gateway", request_id=request_id)
-    return {
-        IDENTITY_HEADER: sign_identity(identity, settings.internal_identity_secret),
-        "content-type": "application/json",
-    }
+    """The gateway's own service credential for auth's ``/internal`` API (no user, no operator rights)."""
+    token = sign_service_token(
+        "gateway", "auth", settings.service_private_key("gateway"), settings.internal_identity_ttl_seconds
+    )
+    headers = {SERVICE_HEADER: token, "content-type": "application/json"}
+    if request_id:
+        headers["x-request-id"] = request_id
+    return headers
 
 
 @dataclass(frozen=True, slots=True)

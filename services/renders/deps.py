@@ -8,9 +8,12 @@ from fastapi import Depends, Request
 
 from services.renders.service import RendersContext
 from shared.deps import PrincipalDep, SessionDep
-from shared.identity import UserIdentityDep
+from shared.identity import Identity, UserIdentityDep, callers
 
-__all__ = ["ContextDep", "PrincipalDep", "SessionDep", "UserIdentityDep"]
+__all__ = ["ContextDep", "CreditsCallerDep", "PrincipalDep", "SessionDep", "UserIdentityDep"]
+
+CreditsCallerDep = Annotated[Identity, callers("credits")]
+"""Renders' ``/internal`` render status: credits' reconciler only."""
 
 
 def _context(request: Request) -> RendersContext:

@@ -39,7 +39,7 @@ async def renders_resources(app: FastAPI) -> AsyncIterator[None]:
         settings=settings,
         storage=storage_from_settings(settings),
         registry=build_registry(settings),
-        credits=InternalClient(settings.credits_url, caller="renders", secret=settings.internal_identity_secret),
+        credits=InternalClient(settings.credits_url, caller="renders", callee="credits", settings=settings),
     )
     app.state.renders = context
     app.state.upload_slots = asyncio.Semaphore(settings.max_concurrent_uploads)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,34 +26,35 @@ from shared.events.contracts import RenderEventV1
 from shared.events.envelope import CloudEvent
 from shared.events.topics import RENDER_EVENTS
 from shared.identity import IDENTITY_HEADER, Identity, sign_identity
-from shared.settings import ServiceSettings
+from shared.testing import identity
 from shared.testing.fixtures import migrated_database
 from shared.testing.kafka import wait_until
 from shared.testing.servers import serve_in_thread
 
-SECRET = ServiceSettings(app_env="dev").internal_identity_secret
-
-
-def identity_headers(**fields: Any) -> dict[str, str]:
-    return {IDENTITY_HEADER: sign_identity(Identity(**fields), SECRET)}
+CALLER_OF = {"grants": "auth", "reservations": "renders"}
+"""Who calls which internal route in the platform (auth grants at signup, renders reserves at create)."""
 
 
 def signed(caller: dict[str, Any] | None) -> dict[str, str]:
-    """Headers for a parametrized caller: none, a forged token, or a valid one signed now."""
+    """Headers for a parametrized caller: none, a service's own credential, a gateway identity signed with a key
+    that is not the gateway's, or a valid one signed now."""
     if caller is None:
         return {}
     fields = dict(caller)
-    secret = "not-the-secret-of-this-deployment" if fields.pop("forged", False) else SECRET
-    return {IDENTITY_HEADER: sign_identity(Identity(**fields), secret)}
+    if fields.get("auth_method") == "service":
+        return identity.service_headers(fields["service"], "credits")
+    if fields.pop("forged", False):
+        return {IDENTITY_HEADER: sign_identity(Identity(**fields), Ed25519PrivateKey.generate())}
+    return identity.gateway_headers(**fields)
 
 
-def service_headers() -> dict[str, str]:
-    """Signed per call: identities live 60 s, longer than this module runs."""
-    return identity_headers(auth_method="service", service="renders")
+def service_headers(caller: str = "auth") -> dict[str, str]:
+    """Signed per call: credentials live 60 s, longer than this module runs."""
+    return identity.service_headers(caller, "credits")
 
 
 def user_headers(user_id: str) -> dict[str, str]:
-    return identity_headers(auth_method="bearer", user_id=user_id, scopes=["renders:read"])
+    return identity.gateway_headers(auth_method="bearer", user_id=user_id, scopes=["renders:read"])
 
 
 def new_id(prefix: str) -> str:
@@ -97,7 +99,7 @@ async def grant(client: httpx.AsyncClient, user: str, credits: int, reference: s
 
 async def reserve(client: httpx.AsyncClient, user: str, render_id: str, credits: int) -> httpx.Response:
     body = {"renderId": render_id, "credits": credits}
-    return await client.post(f"/internal/credits/{user}/reservations", json=body, headers=service_headers())
+    return await client.post(f"/internal/credits/{user}/reservations", json=body, headers=service_headers("renders"))
 
 
 async def figures(client: httpx.AsyncClient, user: str) -> dict[str, int]:
@@ -455,7 +457,8 @@ async def test_bad_input_is_refused_with_the_contract_code(
 ) -> None:
     user = new_id("user")
     await grant(client, user, 100)
-    response = await client.post(f"/internal/credits/{user}/{path}", json=body, headers=service_headers())
+    headers = service_headers(CALLER_OF[path])
+    response = await client.post(f"/internal/credits/{user}/{path}", json=body, headers=headers)
     assert response.status_code == 400, response.text
     assert response.json()["errorCode"] == code
     assert response.json()["details"]["field"] == field

@@ -22,7 +22,7 @@ from shared.testing.fixtures import migrated_database
 from shared.testing.renders import insert_render
 from shared.testing.servers import serve_in_thread
 
-SECRET = ServiceSettings(app_env="dev").internal_identity_secret
+DEV = ServiceSettings(app_env="dev")
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ async def test_open_reservations_are_settled_from_the_renders_status_page_by_pag
     never_created = str(uuid.uuid4())
     await reserve(credits_sessions, user, *in_progress, completed, failed, canceled, never_created)
 
-    renders = RendersClient(renders_url, caller="credits", secret=SECRET)
+    renders = RendersClient(renders_url, caller="credits", settings=DEV)
     try:
         reconciler = Reconciler(credits_sessions, renders, older_than_seconds=0, page_size=2)
         await reconciler.reconcile()
@@ -122,7 +122,7 @@ async def test_a_candidate_that_cannot_be_reconciled_does_not_stop_the_others(
     odd = f"not/a-render-{uuid.uuid4().hex[:8]}"
     completed = await add_render(renders_db, user, "completed")
     await reserve(credits_sessions, user, odd, completed)
-    renders = RendersClient(renders_url, caller="credits", secret=SECRET)
+    renders = RendersClient(renders_url, caller="credits", settings=DEV)
     try:
         await Reconciler(credits_sessions, renders, older_than_seconds=0, page_size=1).reconcile()
     finally:
@@ -138,7 +138,7 @@ async def test_only_render_not_found_means_never_created(
     user = f"user-{uuid.uuid4().hex[:8]}"
     ghost = str(uuid.uuid4())
     await reserve(credits_sessions, user, ghost)
-    wrong = RendersClient(renders_url + "/nowhere", caller="credits", secret=SECRET)
+    wrong = RendersClient(renders_url + "/nowhere", caller="credits", settings=DEV)
     errors = RECONCILED.labels("error")._value.get()
     try:
         await Reconciler(credits_sessions, wrong, older_than_seconds=0).reconcile()
@@ -154,7 +154,7 @@ async def test_recent_reservations_wait_for_their_events(
     user = f"user-{uuid.uuid4().hex[:8]}"
     ghost = str(uuid.uuid4())
     await reserve(credits_sessions, user, ghost)
-    renders = RendersClient(renders_url, caller="credits", secret=SECRET)
+    renders = RendersClient(renders_url, caller="credits", settings=DEV)
     try:
         await Reconciler(credits_sessions, renders, older_than_seconds=3600).reconcile()
     finally:

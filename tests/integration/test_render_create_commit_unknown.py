@@ -17,7 +17,7 @@ from shared.settings import ServiceSettings
 from shared.testing.fixtures import PluginUser, Stack, sign_up
 from shared.testing.renders import balance, submission
 
-SECRET = ServiceSettings(app_env="dev").internal_identity_secret
+DEV = ServiceSettings(app_env="dev")
 REFUSE = "RAISE EXCEPTION 'refused at commit'"
 CUT_OFF = "PERFORM pg_terminate_backend(pg_backend_pid())"
 """The server ends the session in the middle of the COMMIT: the client sees its connection die, as on a network
@@ -82,7 +82,7 @@ async def test_a_commit_cut_off_is_settled_by_the_reconciler(
     assert await ledger(db, user.user_id) == [("reserve", render_id)], "not refunded blindly"
 
     engine = make_engine(stack.env["DATABASE_URL"], schema=CREDITS_SCHEMA)
-    renders = RendersClient(stack.service_urls["renders"], caller="credits", secret=SECRET)
+    renders = RendersClient(stack.service_urls["renders"], caller="credits", settings=DEV)
     try:
         await Reconciler(make_sessionmaker(engine), renders, older_than_seconds=0).reconcile()
     finally:

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from services.auth.config import Settings
 from services.auth.passwords import Passwords
 from services.auth.tokens import TokenIssuer, load_signing_keys
+from shared.keys import public_text
 
 
 def pem() -> bytes:
@@ -50,7 +51,7 @@ def test_keys_from_the_environment_and_none_outside_dev(tmp_path: Path) -> None:
     production = Settings(
         app_env="production",
         signing_keys_dir=str(tmp_path / "empty"),
-        internal_identity_secret="x" * 40,
+        internal_identity_public_key=public_text(Ed25519PrivateKey.generate()),
         storage_signing_secret="y" * 40,
     )
     with pytest.raises(RuntimeError, match="no signing keys"):
