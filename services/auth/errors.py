@@ -12,6 +12,8 @@ __all__ = [
     "InvalidTokenError",
     "NotFoundError",
     "RefreshFailedError",
+    "SigninLockedError",
+    "TooManyKeysError",
 ]
 
 
@@ -58,3 +60,31 @@ class ApiKeyRefusedError(DomainError):
     """Verification outcome for the gateway: unknown, revoked or expired key."""
 
     status_code = 401
+
+
+class SigninLockedError(DomainError):
+    """Too many failed sign-ins on this address (``services.auth.lockout``); the password was not checked."""
+
+    status_code = 429
+    error_code = "RATE_LIMIT_EXCEEDED"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "Too many failed sign-ins for this account; retry later",
+            details={"retryAfter": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class TooManyKeysError(DomainError):
+    """The account already holds ``AUTH_MAX_API_KEYS_PER_USER`` active keys: a state the caller can change (revoke
+    one), not bad input and not something waiting fixes, hence 409 ``INVALID_STATE``."""
+
+    status_code = 409
+    error_code = "INVALID_STATE"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This account already has {limit} active API keys; revoke one before creating another",
+            details={"limit": limit, "reason": "too many active API keys"},
+        )

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import BigInteger, Column, Identity, Index, Integer, Text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Field
 
 from shared.apikeys import SCOPES
+from shared.emails import NormalizedEmail
 from shared.models import SQLModel, new_id, registry_for_schema, timestamp_column
 from shared.outbox import outbox_broker_table, outbox_table
 
@@ -25,6 +26,13 @@ class AuthModel(SQLModel, registry=schema_registry):
 
 
 class User(AuthModel, table=True):
+    """An account; ``email`` is unique in ``shared.emails.normalize_email`` form (migration 0004).
+
+    ``email_original`` and ``email_review`` are set only on rows migration 0004 had to change: the spelling before
+    normalisation, and why an operator should look (``collision:<id of the account that kept the address>`` or
+    ``unnormalizable``).
+    """
+
     __tablename__ = "users"
 
     id: str = Field(default_factory=new_id, primary_key=True)
@@ -34,6 +42,22 @@ class User(AuthModel, table=True):
     is_operator: bool = False
     created_at: datetime | None = Field(default=None, sa_column=timestamp_column(False, True))
     deleted_at: datetime | None = Field(default=None, sa_column=timestamp_column())
+    email_original: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    email_review: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class SigninFailure(AuthModel, table=True):
+    """Consecutive failed sign-ins of one address (known or not, so a lock-out does not reveal accounts).
+
+    Keyed by a SHA-256 of the normalised address, so addresses typed by strangers are not stored in clear.
+    """
+
+    __tablename__ = "signin_failures"
+
+    email_key: str = Field(sa_column=Column(Text, primary_key=True))
+    failures: int = Field(sa_column=Column(Integer, nullable=False))
+    locked_until: datetime | None = Field(default=None, sa_column=timestamp_column())
+    last_failure_at: datetime | None = Field(default=None, sa_column=timestamp_column(False, True))
 
 
 class RefreshToken(AuthModel, table=True):
@@ -59,6 +83,8 @@ class ApiKey(AuthModel, table=True):
     __tablename__ = "plugin_api_keys"
 
     id: str = Field(default_factory=new_id, primary_key=True)
+    # Creation order, for the ``GET /keys`` cursor (``shared.cursor`` pages by an increasing integer).
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), nullable=False, unique=True))
     user_id: str = Field(index=True)
     name: str
     key_hash: str = Field(sa_column=Column(Text, nullable=False, unique=True))
@@ -84,7 +110,7 @@ class SignupRequest(BaseModel):
         json_schema_extra={"examples": [{"email": "ana@studio.example", "password": "correct horse", "name": "Ana"}]}
     )
 
-    email: EmailStr
+    email: NormalizedEmail
     password: str = PydanticField(min_length=8, max_length=1024)
     name: str | None = PydanticField(default=None, max_length=200)
 
@@ -94,7 +120,7 @@ class SigninRequest(BaseModel):
         json_schema_extra={"examples": [{"email": "ana@studio.example", "password": "correct horse"}]}
     )
 
-    email: EmailStr
+    email: NormalizedEmail
     password: str = PydanticField(min_length=1, max_length=1024)
 
 
@@ -177,6 +203,14 @@ class KeyOut(BaseModel):
     lastUsedAt: datetime | None
     isActive: bool
     createdAt: datetime
+
+
+class KeysPage(BaseModel):
+    """``GET /keys``: ``data`` stays the list API.md promises; ``nextCursor`` (null on the last page) beside it."""
+
+    success: Literal[True] = True
+    data: list[KeyOut]
+    nextCursor: str | None
 
 
 class CreatedKeyOut(BaseModel):

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from services.auth import events
+from services.auth import events, lockout
 from services.auth.config import Settings
 from services.auth.errors import (
     AlreadyExistsError,
@@ -23,6 +23,7 @@ from services.auth.errors import (
     InvalidTokenError,
     NotFoundError,
     RefreshFailedError,
+    TooManyKeysError,
 )
 from services.auth.models import (
     ApiKey,
@@ -42,6 +43,8 @@ from services.auth.models import (
 from services.auth.passwords import Passwords
 from services.auth.tokens import TokenIssuer
 from shared import apikeys
+from shared.cursor import decode_cursor, encode_cursor
+from shared.emails import normalize_email
 from shared.errors import DomainError
 from shared.internal_client import InternalClient
 
@@ -103,8 +106,10 @@ async def _issue_pair(
 
 
 async def _active_user_by_email(session: AsyncSession, email: str) -> User | None:
+    """Looked up by canonical address (``shared.emails``): every spelling of an address finds the same account."""
+    canonical = normalize_email(email)
     return (
-        await session.execute(select(User).where(col(User.email) == email.lower(), col(User.deleted_at).is_(None)))
+        await session.execute(select(User).where(col(User.email) == canonical, col(User.deleted_at).is_(None)))
     ).scalar_one_or_none()
 
 
@@ -117,7 +122,7 @@ async def active_user(session: AsyncSession, user_id: str) -> User | None:
 async def create_user(
     session: AsyncSession, ctx: AuthContext, *, email: str, password: str, name: str | None, operator: bool = False
 ) -> User:
-    email = email.lower()
+    email = normalize_email(email)  # unique on the canonical form: another spelling is the same account (409)
     exists = (await session.execute(select(col(User.id)).where(col(User.email) == email))).first()
     if exists:
         raise AlreadyExistsError("An account with this email already exists", details={"field": "email"})
@@ -144,10 +149,17 @@ async def signup(session: AsyncSession, ctx: AuthContext, body: SignupRequest) -
 
 
 async def signin(session: AsyncSession, ctx: AuthContext, body: SigninRequest) -> AuthResponse:
-    user = await _active_user_by_email(session, str(body.email))
+    """Checks the password only when the address is not locked out (``services.auth.lockout``); the same steps
+    for unknown addresses as for known ones, so neither the answer nor the lock-out reveals an account."""
+    email = normalize_email(body.email)
+    failures = await lockout.reserve_attempt(session, ctx.settings, email)  # commits; 429 while locked
+    user = await _active_user_by_email(session, email)
     valid, new_hash = await ctx.passwords.verify(body.password, user.password_hash if user else None)
     if user is None or not valid:
+        if failures >= ctx.settings.signin_free_failures:
+            log.info("signin_lockout_started", account_key=lockout.email_key(email)[:12], failures=failures)
         raise InvalidCredentialsError()
+    await lockout.forget_failures(session, email)
     if new_hash:
         user.password_hash = new_hash
         session.add(user)
@@ -221,9 +233,29 @@ def _key_out(key: ApiKey, now: datetime) -> KeyOut:
     )
 
 
-async def create_key(session: AsyncSession, user_id: str, body: CreateKeyRequest) -> CreatedKeyOut:
+async def _active_key_count(session: AsyncSession, user_id: str) -> int:
+    stmt = select(func.count()).where(
+        col(ApiKey.user_id) == user_id,
+        col(ApiKey.revoked_at).is_(None),
+        (col(ApiKey.expires_at).is_(None)) | (col(ApiKey.expires_at) > func.now()),
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def create_key(
+    session: AsyncSession, user_id: str, body: CreateKeyRequest, max_active: int | None = None
+) -> CreatedKeyOut:
+    """A new key, unless the account already holds ``max_active`` active ones (409 ``INVALID_STATE``).
+
+    The user's row is locked first, so concurrent creations of one account are counted one after the other and
+    can never pass the cap together.
+    """
     if body.expiresAt is not None and body.expiresAt <= _now():
         raise DomainError("expiresAt must be in the future", details={"field": "expiresAt", "reason": "in the past"})
+    if max_active is not None:
+        await session.execute(select(col(User.id)).where(col(User.id) == user_id).with_for_update())
+        if await _active_key_count(session, user_id) >= max_active:
+            raise TooManyKeysError(max_active)
     raw = apikeys.generate()
     key = ApiKey(
         user_id=user_id,
@@ -249,12 +281,18 @@ async def create_key(session: AsyncSession, user_id: str, body: CreateKeyRequest
     )
 
 
-async def list_keys(session: AsyncSession, user_id: str) -> list[KeyOut]:
-    rows = await session.execute(
-        select(ApiKey).where(col(ApiKey.user_id) == user_id).order_by(col(ApiKey.created_at).desc())
-    )
+async def list_keys(
+    session: AsyncSession, user_id: str, limit: int, cursor: str | None = None
+) -> tuple[list[KeyOut], str | None]:
+    """One page of the user's keys, newest first, and the cursor of the next page (None on the last)."""
+    stmt = select(ApiKey).where(col(ApiKey.user_id) == user_id).order_by(col(ApiKey.seq).desc()).limit(limit + 1)
+    if cursor is not None:
+        stmt = stmt.where(col(ApiKey.seq) < decode_cursor(cursor))
+    rows = list((await session.execute(stmt)).scalars())
+    page = rows[:limit]
     now = _now()
-    return [_key_out(k, now) for k in rows.scalars()]
+    next_cursor = encode_cursor(int(page[-1].seq or 0)) if len(rows) > limit else None
+    return [_key_out(k, now) for k in page], next_cursor
 
 
 async def revoke_key(session: AsyncSession, user_id: str, key_id: str) -> None:
@@ -321,7 +359,7 @@ async def record_key_usage(session: AsyncSession, usage: dict[str, datetime]) ->
 async def user_by_email(session: AsyncSession, email: str) -> User:
     user = await _active_user_by_email(session, email)
     if user is None:
-        raise NotFoundError(f"No active user with email {email.lower()}")
+        raise NotFoundError(f"No active user with email {normalize_email(email)}")
     return user
 
 

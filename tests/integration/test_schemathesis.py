@@ -63,6 +63,7 @@ SEMANTIC_FIELDS: dict[str, set[str]] = {
     "POST /api/plugins/auth/signup": {"email"},  # a deliverable domain (not .test, .invalid, ...)
     "POST /api/plugins/auth/signin": {"email"},
     "POST /api/plugins/keys": {"expiresAt"},  # in the future
+    "GET /api/plugins/keys": {"cursor"},
     "GET /api/plugins/renders": {"cursor"},  # a cursor this endpoint returned
     "GET /api/plugins/credits/transactions": {"cursor"},
     "GET /api/plugins/webhooks/{webhookId}/deliveries": {"cursor"},
