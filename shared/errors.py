@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import structlog
@@ -114,6 +115,19 @@ class PayloadTooLargeError(DomainError):
     error_code = "PAYLOAD_TOO_LARGE"
 
 
+class RateLimitedError(DomainError):
+    """429 ``RATE_LIMIT_EXCEEDED`` with ``Retry-After``: whole seconds, at least 1, so waiting that long works."""
+
+    status_code = 429
+    error_code = "RATE_LIMIT_EXCEEDED"
+
+    def __init__(self, message: str, *, retry_after: float, details: dict[str, Any] | None = None) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(
+            message, details={**(details or {}), "retryAfter": seconds}, headers={"Retry-After": str(seconds)}
+        )
+
+
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Invalid input: `MISSING_REQUIRED_FIELD`, `INVALID_INPUT`, `INVALID_IMAGE` or `MODEL_UNAVAILABLE`",
     401: "No, bad or expired credentials",
@@ -194,28 +208,38 @@ async def _http_error(_: Request, exc: Exception) -> JsonResponse:
 
 
 BAD_TEXT_SQLSTATES = frozenset({"22021", "22P05"})  # character_not_in_repertoire, untranslatable_character
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization_failure, deadlock, lock_not_available
+CONFLICT_RETRY_AFTER_SECONDS = 1
 
 
-def _is_bad_text(exc: BaseException) -> bool:
-    """PostgreSQL refusing a string (e.g. a NUL character) is the caller's input, not our failure. The driver's
-    error can sit a few links down (SQLAlchemy's ``orig``, then the adapter's ``__cause__``)."""
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error. The driver's error can sit a few links down (SQLAlchemy's ``orig``, then
+    the adapter's ``__cause__``)."""
     seen: BaseException | None = exc
     for _ in range(5):
         if seen is None:
-            return False
-        if getattr(seen, "sqlstate", None) in BAD_TEXT_SQLSTATES:
-            return True
+            return None
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str):
+            return state
         seen = getattr(seen, "orig", None) or seen.__cause__
-    return False
+    return None
 
 
 def unexpected_error_response(exc: BaseException, path: str, request_id: str | None) -> JsonResponse:
-    """A 500 in the envelope with the request id to quote (the details go to the log only), or a 400 when the
-    database refused the caller's text."""
-    if _is_bad_text(exc):
+    """A 500 in the envelope with the request id to quote (the details go to the log only); a 400 when the
+    database refused the caller's text (e.g. a NUL character: the caller's input, not our failure); a 503 with
+    ``Retry-After`` when concurrent requests collided in the database (a deadlock or serialization failure, rolled
+    back whole, that the same request made again will pass)."""
+    state = _sqlstate(exc)
+    if state in BAD_TEXT_SQLSTATES:
         return error_response(
             400, "Text contains characters that cannot be stored", "INVALID_INPUT", {"reason": "text"}
         )
+    if state in CONFLICT_SQLSTATES:
+        log.warning("database_conflict", sqlstate=state, path=path, error_type=type(exc).__name__)
+        retry = {"Retry-After": str(CONFLICT_RETRY_AFTER_SECONDS)}
+        return error_response(503, "Concurrent update; try again", "SERVICE_UNAVAILABLE", headers=retry)
     log.error("unhandled_exception", error_type=type(exc).__name__, path=path, exc_info=exc)
     headers = {"X-Request-Id": request_id} if request_id else None
     return error_response(500, "Internal error", "INTERNAL_ERROR", {"requestId": request_id}, headers)

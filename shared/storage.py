@@ -49,15 +49,33 @@ def safe_key(key: str) -> str:
     return key
 
 
+SIGNATURE_HEX_DIGITS = 64  # HMAC-SHA256, hex
+
+
 def sign(secret: str, key: str, expires: int) -> str:
     return hmac.new(secret.encode(), f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
 
+MAX_EXPIRES_DIGITS = 12
+"""A Unix time in seconds has 10 digits until the year 2286; a longer ``expires`` was never signed here (and
+``int()`` refuses strings of more than 4300 digits with an error)."""
+
+
+def parse_expires(expires: str) -> int | None:
+    """The Unix time of a signed URL's ``expires``, or None for anything ``signed_url`` never produced."""
+    if not (0 < len(expires) <= MAX_EXPIRES_DIGITS and expires.isascii() and expires.isdigit()):
+        return None
+    return int(expires)
+
+
 def verify_signature(secret: str, key: str, expires: str, signature: str, now: float | None = None) -> bool:
     """True when ``signature`` was made with ``secret`` for ``key`` and ``expires`` is still in the future."""
-    if not (expires.isascii() and expires.isdigit()) or int(expires) < (now if now is not None else time.time()):
+    moment = parse_expires(expires)
+    if moment is None or moment < (now if now is not None else time.time()):
         return False
-    return hmac.compare_digest(sign(secret, key, int(expires)), signature)
+    if not (signature.isascii() and len(signature) == SIGNATURE_HEX_DIGITS):
+        return False
+    return hmac.compare_digest(sign(secret, key, moment), signature)
 
 
 class LocalStorage:

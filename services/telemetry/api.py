@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from services.telemetry import service
 from services.telemetry.config import Settings
@@ -50,7 +50,30 @@ def _iso_only(value: object) -> object:
     return value
 
 
-Moment = Annotated[datetime | None, BeforeValidator(_iso_only), Query(description="ISO 8601; naive times are UTC")]
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _utc_in_range(value: datetime | None) -> datetime | None:
+    """In UTC, between 1970 and 9000: a moment at the calendar's edge (``0001-01-01T00:00+14:00``) cannot even be
+    converted to UTC, nor have the default window subtracted from it."""
+    if value is None:
+        return None
+    try:
+        moment = _utc(value)
+    except OverflowError:
+        raise ValueError("out of range") from None
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError("must be between 1970 and 9000")
+    return moment
+
+
+Moment = Annotated[
+    datetime | None,
+    BeforeValidator(_iso_only),
+    AfterValidator(_utc_in_range),
+    Query(description="ISO 8601; naive times are UTC"),
+]
 
 
 def _window(request: Request, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:

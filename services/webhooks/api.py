@@ -1,5 +1,8 @@
 """HTTP routes of the webhooks service (thin: parse, call ``service``, shape the response).
 
+``test`` and ``resend`` are limited per endpoint (``WEBHOOKS_MANUAL_SENDS_PER_MINUTE``, 429 beyond); answers that
+carry a secret are ``Cache-Control: no-store``.
+
 Public routes (``/api/plugins/webhooks``) arrive through the gateway, which has already required the
 ``webhook:write`` scope; every route reads and changes only the caller's own webhooks (another user's answer 404).
 """
@@ -29,6 +32,12 @@ router = APIRouter(prefix="/api/plugins/webhooks")
 IdPath = Annotated[str, Path(min_length=1, max_length=100)]
 
 
+def no_store(response: JsonResponse) -> JsonResponse:
+    """A response carrying a secret: no cache (browser, proxy or CDN) may keep it."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -52,7 +61,7 @@ async def register(
         allow_private=settings.allow_private_networks,
         max_endpoints=settings.max_endpoints_per_user,
     )
-    return ok(created, 201)
+    return no_store(ok(created, 201))
 
 
 @router.get("", summary="List webhooks", response_model=Envelope[list[WebhookView]])
@@ -62,7 +71,7 @@ async def list_webhooks(user_id: UserIdDep, session: SessionDep) -> JsonResponse
 
 @router.get("/callback-secret", summary="Secret of callback_url deliveries", response_model=Envelope[CallbackSecret])
 async def callback_secret(user_id: UserIdDep, session: SessionDep) -> JsonResponse:
-    return ok(CallbackSecret(secret=await service.callback_secret(session, user_id)))
+    return no_store(ok(CallbackSecret(secret=await service.callback_secret(session, user_id))))
 
 
 @router.delete("/{webhook_id}", summary="Delete a webhook", response_model=Message)
@@ -72,8 +81,9 @@ async def delete(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) ->
 
 
 @router.post("/{webhook_id}/test", summary="Send a test event", status_code=202, response_model=Envelope[DeliveryRef])
-async def send_test(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
-    delivery_id = await service.send_test(session, user_id, webhook_id)
+async def send_test(webhook_id: IdPath, user_id: UserIdDep, session: SessionDep, request: Request) -> JsonResponse:
+    per_minute = _settings(request).manual_sends_per_minute
+    delivery_id = await service.send_test(session, user_id, webhook_id, per_minute=per_minute)
     return ok(DeliveryRef(delivery_id=delivery_id), 202)
 
 
@@ -100,6 +110,9 @@ async def deliveries(
     response_model=Envelope[DeliveryRef],
     responses=documented_errors(409),
 )
-async def resend(webhook_id: IdPath, delivery_id: IdPath, user_id: UserIdDep, session: SessionDep) -> JsonResponse:
-    await service.resend(session, user_id, webhook_id, delivery_id)
+async def resend(
+    webhook_id: IdPath, delivery_id: IdPath, user_id: UserIdDep, session: SessionDep, request: Request
+) -> JsonResponse:
+    per_minute = _settings(request).manual_sends_per_minute
+    await service.resend(session, user_id, webhook_id, delivery_id, per_minute=per_minute)
     return ok(DeliveryRef(delivery_id=delivery_id), 202)

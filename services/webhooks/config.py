@@ -52,6 +52,9 @@ class Settings(ServiceSettings):
     lease_seconds: float = Field(60, gt=0)
     """A claimed delivery is another process's again after this long (its claimer died mid-attempt)."""
     max_endpoints_per_user: int = Field(50, ge=1)
+    manual_sends_per_minute: int = Field(10, ge=1)
+    """``test`` and ``resend`` calls per endpoint in any 60 s (all replicas together); beyond, 429 with
+    ``Retry-After``: an owner cannot turn the platform into a signed-POST cannon aimed at someone else's URL."""
     response_body_bytes: int = Field(1024, ge=0)
     """How much of a receiver's response body the attempt log keeps."""
     retention_days: float = Field(30, gt=0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.errors import AuthRequiredError, DomainError, NotFoundError
+from shared.errors import AuthRequiredError, DomainError, NotFoundError, RateLimitedError
 
 __all__ = [
     "AuthRequiredError",
@@ -10,6 +10,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidStateError",
     "NotFoundError",
+    "RateLimitedError",
     "WebhookExistsError",
 ]
 

@@ -129,6 +129,17 @@ attempts = Table(
     Index("ix_attempts_delivery", "delivery_id", "id"),
 )
 
+manual_sends = Table(
+    "manual_sends",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("endpoint_id", Text, nullable=False),  # no foreign key: counting must not lock the endpoint row
+    Column("sent_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+    Index("ix_manual_sends_endpoint", "endpoint_id", "sent_at"),
+)
+"""One row per ``test``/``resend`` an owner asked for in the last minute: the per-endpoint limit, shared by every
+replica (rows older than the window are pruned as new ones are counted)."""
+
 outbox = outbox_table(metadata)
 outbox_broker = outbox_broker_table(metadata)
 processed_events = processed_events_table(metadata)

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
-from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy import DateTime, and_, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.webhooks import signing
-from services.webhooks.errors import InvalidInputError, InvalidStateError, NotFoundError, WebhookExistsError
+from services.webhooks.errors import (
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+    RateLimitedError,
+    WebhookExistsError,
+)
 from services.webhooks.models import (
     ALL_EVENTS,
     CALLBACK_TARGET,
@@ -36,6 +42,7 @@ from services.webhooks.models import (
     callback_secrets,
     deliveries,
     endpoints,
+    manual_sends,
 )
 from shared.cursor import decode_cursor, encode_cursor
 from shared.events.envelope import CloudEvent
@@ -46,6 +53,7 @@ log = structlog.stdlib.get_logger(__name__)
 
 SUBSCRIBABLE = frozenset({*RENDER_EVENT_TYPES, ALL_EVENTS})
 RESOLVE_TIMEOUT_SECONDS = 3.0
+MANUAL_SEND_WINDOW_SECONDS = 60
 
 
 async def wake_dispatchers(session: AsyncSession) -> None:
@@ -85,8 +93,9 @@ async def check_destination(url: str, *, allow_private: bool) -> None:
         address = str(info[4][0]).split("%", 1)[0]
         try:
             check_address(address, allow_private=allow_private)
-        except UnsafeUrlError as exc:
-            raise InvalidInputError("url", f"{host} resolves to {address}: {exc}") from None
+        except UnsafeUrlError as exc:  # the reason names the kind of network, never the address resolved
+            log.info("webhook_url_refused", host=host, address=address, reason=str(exc))
+            raise InvalidInputError("url", f"{host} resolves to a refused address: {exc}") from None
 
 
 def _view(row: Any) -> WebhookView:
@@ -169,8 +178,21 @@ async def list_webhooks(session: AsyncSession, user_id: str) -> list[WebhookView
     return [_view(row) for row in (await session.execute(stmt)).all()]
 
 
+async def _lock_pending(session: AsyncSession, webhook_id: str) -> None:
+    """Lock the endpoint's pending deliveries before the endpoint itself: the dispatcher's recorder locks in that
+    order (delivery rows, then the endpoint's streak), so taking the endpoint first would deadlock with it."""
+    await session.execute(
+        select(deliveries.c.id)
+        .where(deliveries.c.endpoint_id == webhook_id, deliveries.c.status == "pending")
+        .order_by(deliveries.c.id)
+        .with_for_update()
+    )
+
+
 async def delete(session: AsyncSession, user_id: str, webhook_id: str) -> None:
     """Soft delete (an attempt in flight can still log its outcome); its pending deliveries are canceled."""
+    await _own_endpoint(session, user_id, webhook_id)
+    await _lock_pending(session, webhook_id)
     await _own_endpoint(session, user_id, webhook_id, lock=True)
     await session.execute(update(endpoints).where(endpoints.c.id == webhook_id).values(deleted_at=func.now()))
     await session.execute(
@@ -183,6 +205,8 @@ async def delete(session: AsyncSession, user_id: str, webhook_id: str) -> None:
 
 async def enable(session: AsyncSession, user_id: str, webhook_id: str) -> WebhookView:
     """Re-activate; the failure streak starts over and deliveries held while disabled become due now."""
+    await _own_endpoint(session, user_id, webhook_id)
+    await _lock_pending(session, webhook_id)
     await _own_endpoint(session, user_id, webhook_id, lock=True)
     row = (
         await session.execute(
@@ -202,9 +226,39 @@ async def enable(session: AsyncSession, user_id: str, webhook_id: str) -> Webhoo
     return _view(row)
 
 
-async def send_test(session: AsyncSession, user_id: str, webhook_id: str) -> str:
+async def _count_manual_send(session: AsyncSession, webhook_id: str, per_minute: int) -> None:
+    """Record one ``test``/``resend`` of the endpoint, or raise 429 when ``per_minute`` were made in the last minute.
+
+    Counted in the database, so every replica shares the limit; an advisory lock per endpoint serializes the
+    count and the insert, and database time decides the window. A refused call is not counted.
+    """
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('webhooks.manual.' || :e))"), {"e": webhook_id})
+    window = func.clock_timestamp(type_=DateTime(timezone=True)) - timedelta(seconds=MANUAL_SEND_WINDOW_SECONDS)
+    await session.execute(
+        manual_sends.delete().where(manual_sends.c.endpoint_id == webhook_id, manual_sends.c.sent_at <= window)
+    )
+    count, retry_after = (
+        await session.execute(
+            select(
+                func.count(),
+                func.date_part("epoch", func.min(manual_sends.c.sent_at) - window),
+            ).where(manual_sends.c.endpoint_id == webhook_id)
+        )
+    ).one()
+    if count >= per_minute:
+        log.info("webhook_manual_send_limited", webhook_id=webhook_id, limit=per_minute)
+        raise RateLimitedError(
+            f"At most {per_minute} test or resend calls per webhook per minute",
+            retry_after=float(retry_after or MANUAL_SEND_WINDOW_SECONDS),
+            details={"limit": per_minute},
+        )
+    await session.execute(insert(manual_sends).values(endpoint_id=webhook_id))
+
+
+async def send_test(session: AsyncSession, user_id: str, webhook_id: str, *, per_minute: int) -> str:
     """Queue a ``webhook.test`` event to this endpoint (also while it is disabled: that is how one checks a fix)."""
     endpoint = await _own_endpoint(session, user_id, webhook_id)
+    await _count_manual_send(session, webhook_id, per_minute)
     now = datetime.now(UTC)
     event_id = new_id()
     payload = signing.body(TEST_EVENT, now, {"webhookId": webhook_id, "message": "Test event from Renderiq"})
@@ -271,7 +325,7 @@ async def list_deliveries(
     )
 
 
-async def resend(session: AsyncSession, user_id: str, webhook_id: str, delivery_id: str) -> str:
+async def resend(session: AsyncSession, user_id: str, webhook_id: str, delivery_id: str, *, per_minute: int) -> str:
     """Queue the delivery again, now, with a fresh retry budget: same event id and body (its ``outputUrl`` signed
     afresh when sent), new signature."""
     endpoint = await _own_endpoint(session, user_id, webhook_id)
@@ -287,6 +341,7 @@ async def resend(session: AsyncSession, user_id: str, webhook_id: str, delivery_
     ).first()
     if row is None:
         raise NotFoundError("Delivery not found")
+    await _count_manual_send(session, webhook_id, per_minute)  # a refusal rolls the re-queue back
     await wake_dispatchers(session)
     return delivery_id
 

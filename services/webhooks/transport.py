@@ -4,10 +4,15 @@ Every attempt checks the URL statically (scheme, literal addresses); a hostname 
 which refuses the whole name if any of its addresses is refused. The connector connects to the addresses the
 resolver returned, so what was checked is what is connected to: no window for DNS rebinding between the check and
 the connection. Redirects are never followed; the receiver's answer is the attempt's outcome.
+
+An outcome's ``error`` is shown to the endpoint's owner in the delivery log, so it never names an address the URL's
+host resolved to (internal names must not be mapped through webhooks): refusals say which kind of network, network
+errors say what went wrong by their errno, and any other message has its addresses redacted.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -16,7 +21,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from services.webhooks.policy import Outcome, parse_retry_after
-from shared.netguard import UnsafeUrlError, check_address, check_url
+from shared.netguard import UnsafeUrlError, check_address, check_url, redact_addresses
 
 
 class UnsafeAddressError(OSError):
@@ -38,7 +43,7 @@ class GuardedResolver(AbstractResolver):
             try:
                 check_address(result["host"], allow_private=self.allow_private)
             except UnsafeUrlError as exc:
-                raise UnsafeAddressError(f"{host} resolves to {result['host']}: {exc}") from None
+                raise UnsafeAddressError(f"{host} resolves to a refused address: {exc}") from None
         return results
 
     async def close(self) -> None:
@@ -100,11 +105,11 @@ class Transport:
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, UnsafeAddressError):
                 return Outcome(None, f"refused: {exc.os_error}", _elapsed_ms(started))
-            return Outcome(None, f"connection failed: {exc.os_error.strerror or exc}", _elapsed_ms(started))
+            return Outcome(None, f"connection failed: {_os_reason(exc.os_error)}", _elapsed_ms(started))
         except TimeoutError:
             return Outcome(None, f"no answer within {self.timeout_seconds:g} s", _elapsed_ms(started))
         except aiohttp.ClientError as exc:
-            return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], _elapsed_ms(started))
+            return Outcome(None, redact_addresses(f"{type(exc).__name__}: {exc}")[:500], _elapsed_ms(started))
 
 
 async def _read_prefix(content: aiohttp.StreamReader, limit: int) -> bytes:
@@ -118,6 +123,15 @@ async def _read_prefix(content: aiohttp.StreamReader, limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+def _os_reason(error: OSError) -> str:
+    """What went wrong, by errno: asyncio's own text names the address it tried ("Connect call failed (...)")."""
+    if isinstance(error, socket.gaierror) and error.strerror:
+        return error.strerror  # the resolver's message ("Name or service not known"): no address in it
+    if error.errno and error.errno > 0:
+        return os.strerror(error.errno)
+    return redact_addresses(str(error) or type(error).__name__)[:300]
 
 
 def _elapsed_ms(started: float) -> int:

@@ -463,7 +463,7 @@ async def test_each_attempt_carries_an_output_url_signed_when_it_is_sent(harness
         assert orjson.loads(stored.payload)["data"]["outputUrl"] == stale_url, "the stored body is never rewritten"
 
         async with database(harness.database_url) as sessions, unit_of_work(sessions) as session:
-            await service.resend(session, USER, webhook["id"], stored.id)
+            await service.resend(session, USER, webhook["id"], stored.id, per_minute=1)
         resent = (await hooks.wait_for("/hook", 3))[2]
         assert resent.headers["webhook-id"] == event_id
         expiries.append(fresh_output_url_expiry(resent, webhook["secret"], key, ttl))
