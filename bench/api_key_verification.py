@@ -35,7 +35,6 @@ from bench.stack import (
     Platform,
     create_api_key,
     environment_report,
-    internal_identity_secret,
     running_platform,
     sign_up,
 )
@@ -96,10 +95,8 @@ def timer_overhead_ns(n: int = 100_000) -> float:
 async def measure(platform: Platform, cold: int, warm: int, hits: int, create_concurrency: int) -> dict[str, Any]:
     user, keys = await create_keys(platform, cold + warm, create_concurrency)
     warm_keys, cold_keys = keys[:warm], keys[warm:]
-    settings = GatewaySettings(
-        app_env="dev", auth_url=platform.auth_url, internal_identity_secret=internal_identity_secret()
-    )
-    session = make_session(settings.internal_max_connections, settings)  # the pool the gateway verifies keys on
+    settings = GatewaySettings(app_env="dev", auth_url=platform.auth_url)  # the dev keys, as the platform's
+    session = make_session(settings.internal_max_connections, settings)
     clock = time.perf_counter_ns
     try:
         verifier = ApiKeyVerifier(settings, session, KeyUsageRecorder(settings, session))  # usage never flushed

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 
 from services.renders import projects, service
-from services.renders.deps import ContextDep, SessionDep, UserIdentityDep
+from services.renders.deps import ContextDep, CreditsCallerDep, SessionDep, UserIdentityDep
 from services.renders.errors import DomainError
 from services.renders.models import ProjectIn, ProjectOut, ProjectPage, RenderAccepted, RenderPage, RenderStatus
 from services.renders.sse import render_events
@@ -28,7 +28,6 @@ from services.renders.uploads import (
 from shared.db import unit_of_work
 from shared.errors import ServiceUnavailableError, documented_errors
 from shared.faults import connection_lost
-from shared.identity import ServiceIdentityDep
 from shared.responses import Envelope, JsonResponse, Message
 
 log = structlog.stdlib.get_logger(__name__)
@@ -239,7 +238,7 @@ async def delete_project(project_id: str, identity: UserIdentityDep, session: Se
 
 
 @internal.get("/internal/renders/{render_id}")
-async def render_state(render_id: str, _: ServiceIdentityDep, session: SessionDep) -> JsonResponse:
+async def render_state(render_id: str, _: CreditsCallerDep, session: SessionDep) -> JsonResponse:
     """For credits' reconciler: the render's status; 404 ``RENDER_NOT_FOUND`` when it was never committed."""
     status = await service.render_status_name(session, render_id)
     return JsonResponse({"success": True, "data": {"renderId": render_id, "status": status}})

@@ -54,7 +54,7 @@ def build_echo(auth_url: str) -> FastAPI:
                 "path": "/" + path,
                 "query": request.url.query,
                 "headers": dict(request.headers),
-                "identity": verify_identity(token, DEV.internal_identity_secret).model_dump(),
+                "identity": verify_identity(token, DEV.identity_public_keys()).model_dump(),
                 "bodyLength": len(body),
                 "bodySha256": hashlib.sha256(body).hexdigest(),
             },
