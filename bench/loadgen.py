@@ -137,8 +137,13 @@ async def run_phase(
     round_no: int = 0,
     cpu_pids: dict[str, int] | None = None,
     ok_status: int = 200,
+    request_timeout: float | None = None,
 ) -> PhaseResult:
-    """Open ``concurrency`` connections, warm up for ``warmup`` s, then measure for ``duration`` s (or N requests)."""
+    """Open ``concurrency`` connections, warm up for ``warmup`` s, then measure for ``duration`` s (or N requests).
+
+    ``request_timeout``: an answer slower than this counts as an error (status 0) and its connection is replaced;
+    for a benchmark whose point is that a server may stop answering (by default there is none: it costs the client).
+    """
     cpu_pids = cpu_pids or {}
     result = PhaseResult(target.name, round_no)
     tickets = [max_requests if max_requests is not None else -1]
@@ -162,8 +167,11 @@ async def run_phase(
                     tickets[0] -= 1
                 try:
                     writer.write(request)
-                    status, _, keep_alive = await read_response(reader)
-                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                    answer = read_response(reader)
+                    status, _, keep_alive = await (
+                        asyncio.wait_for(answer, request_timeout) if request_timeout is not None else answer
+                    )
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
                     status, keep_alive = 0, False
                 elapsed = time.perf_counter() - t0
                 if measured:

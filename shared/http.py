@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import PayloadTooLargeError, error_body, install_error_handlers, unexpected_error_response
-from shared.identity import IdentityDep
+from shared.identity import ServiceIdentityDep
 from shared.openapi import openapi_router
 from shared.responses import JsonResponse
 from shared.settings import ServiceSettings
@@ -224,11 +224,12 @@ def health_router(readiness: ReadinessCheck) -> APIRouter:
 
 
 def internal_router() -> APIRouter:
-    """``/internal/whoami``: the identity a service received; never routed by the gateway (diagnostics, tests)."""
+    """``/internal/whoami``: the service credential a service received, as it verified it (diagnostics, tests);
+    never routed by the gateway. A user identity is refused here as on every ``/internal`` route."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/internal/whoami")
-    async def whoami(identity: IdentityDep) -> JsonResponse:
+    async def whoami(identity: ServiceIdentityDep) -> JsonResponse:
         return JsonResponse({"success": True, "data": identity.model_dump()})
 
     return router
@@ -243,6 +244,7 @@ def create_app(
     routers: list[APIRouter],
     title: str | None = None,
     internal_routes: bool = True,
+    health_routes: bool = True,
 ) -> FastAPI:
     """The one app factory every service uses, so all of them answer errors and health the same way."""
     app = FastAPI(
@@ -256,7 +258,8 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.include_router(health_router(readiness))
+    if health_routes:  # off on a public listener: probes and metrics are served apart (the gateway)
+        app.include_router(health_router(readiness))
     if internal_routes:
         app.include_router(internal_router())
         app.include_router(openapi_router(service, routers))

@@ -12,6 +12,11 @@ class Settings(ServiceSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    # Probes (/health/live, /health/ready) and /metrics, on BIND_HOST: never on the public port.
+    internal_port: int = 8090
+    # Signs the internal identity of every proxied request (EdDSA); no other process holds it. Empty: the dev key
+    # (APP_ENV=dev only). Its public half is INTERNAL_IDENTITY_PUBLIC_KEY.
+    identity_private_key: str = ""
     auth_url: str = "http://127.0.0.1:8101"
     renders_url: str = "http://127.0.0.1:8102"
     render_worker_url: str = "http://127.0.0.1:8103"

@@ -26,10 +26,11 @@ from services.gateway.ratelimit import RateLimiter
 from services.gateway.request_events import RequestEventsMiddleware, RequestEventsPublisher
 from services.gateway.routing import route_for
 from services.gateway.service import FailureBudget, Pipeline
-from services.gateway.signer import IdentitySigner
+from services.gateway.signer import IdentitySigner, identity_signing_key
 from shared.http import RequestContextMiddleware
 from shared.http import create_app as create_service_app
 from shared.logging import configure_logging
+from shared.serve import Listeners
 from shared.storage import storage_from_settings
 
 
@@ -64,7 +65,10 @@ async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
         jwt_verifier,
         keys,
         RateLimiter(redis, settings.rate_limit_window_seconds),
-        IdentitySigner(settings.internal_identity_secret, settings.internal_identity_ttl_seconds),
+        IdentitySigner(
+            identity_signing_key(settings.identity_private_key, settings.is_dev),
+            settings.internal_identity_ttl_seconds,
+        ),
         FailureBudget(settings.auth_failures_per_minute),
         OpenSlots(settings.max_requests_per_caller, "requests"),
         OpenSlots(settings.max_streams_per_caller, "event streams"),
@@ -101,6 +105,12 @@ async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
+    """The public application (what tests mount in-process); ``create_listeners`` adds the internal one."""
+    return create_listeners(settings).public
+
+
+def create_listeners(settings: Settings | None = None) -> Listeners:
+    """The public API, and apart from it the internal listener of probes and metrics (never routed publicly)."""
     settings = settings or Settings()
     configure_logging("gateway", json_logs=not settings.is_dev, level=settings.log_level)
 
@@ -121,6 +131,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         readiness=readiness,
         routers=[router, docs_router],
         internal_routes=False,
+        health_routes=False,
+    )
+    internal = create_service_app(
+        "gateway", settings=settings, lifespan=None, readiness=readiness, routers=[], internal_routes=False
     )
     events = RequestEventsMiddleware(GatewayApp(app), lambda: getattr(app.state, "request_events", None))
-    return RequestContextMiddleware(events, service="gateway")
+    return Listeners(public=RequestContextMiddleware(events, service="gateway"), internal=internal)

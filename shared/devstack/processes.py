@@ -15,8 +15,10 @@ PROCESS_PORT_VARIABLES = {
     "webhooks-dispatcher": "WEBHOOKS_DISPATCHER_PORT",
     "telemetry": "TELEMETRY_PORT",
 }
+# A process's listeners besides its main port: the gateway's internal one (probes and metrics).
+LISTENER_PORT_VARIABLES = ("GATEWAY_INTERNAL_PORT",)
 ENGINE_PORT_VARIABLES = ("POSTGRES_PORT", "KAFKA_PORT", "REDIS_PORT")
-ALL_PORT_VARIABLES = (*PROCESS_PORT_VARIABLES.values(), *ENGINE_PORT_VARIABLES)
+ALL_PORT_VARIABLES = (*PROCESS_PORT_VARIABLES.values(), *LISTENER_PORT_VARIABLES, *ENGINE_PORT_VARIABLES)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import IO
 import asyncpg
 import httpx
 
+from services.gateway.config import Settings as GatewaySettings
 from shared.db import plain_dsn
 from shared.devstack.processes import ProcessSpec, gateway_upstream_env, platform_processes
 from shared.engines import (
@@ -191,6 +192,7 @@ class Supervisor:
             f"platform is {status} after {time.monotonic() - started:.1f}s",
             f"  API      {base}/api/plugins   (health: {base}/api/plugins/health)",
             f"  JWKS     {base}/.well-known/jwks.json",
+            f"  probes   http://127.0.0.1:{GatewaySettings().internal_port}/health/ready, /metrics (internal listener)",
             f"  data     {self.var}   logs: {self.logs}/<process>.log",
             f"  postgres {self.env['DATABASE_URL']}",
             f"  kafka    {self.env['KAFKA_BOOTSTRAP_SERVERS']}   redis {self.env['REDIS_URL']}",

@@ -29,7 +29,7 @@ import pytest
 
 from services.gateway.config import Settings as GatewaySettings
 from shared.db import plain_dsn
-from shared.devstack.processes import PROCESS_PORT_VARIABLES
+from shared.devstack.processes import LISTENER_PORT_VARIABLES, PROCESS_PORT_VARIABLES
 from shared.engines import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_port, stop_process
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
@@ -192,11 +192,16 @@ class Stack:
     var_dir: Path
     supervisor_pid: int = 0
 
+    @property
+    def gateway_internal_url(self) -> str:
+        """The gateway's internal listener: probes and metrics."""
+        return f"http://127.0.0.1:{self.env['GATEWAY_INTERNAL_PORT']}"
+
 
 def _stack_env(
     database_url: str, kafka: str, redis: str, var_dir: Path, extra: dict[str, str]
 ) -> tuple[dict[str, str], dict[str, int]]:
-    ports = {name: free_port() for name in PROCESS_PORT_VARIABLES.values()}
+    ports = {name: free_port() for name in (*PROCESS_PORT_VARIABLES.values(), *LISTENER_PORT_VARIABLES)}
     env = dict(os.environ)
     env.update({k: str(v) for k, v in ports.items()})
     env.update(

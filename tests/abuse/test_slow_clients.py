@@ -8,15 +8,12 @@ does not arrive in time, 413 as soon as a body passes its cap, chunked or not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -24,9 +21,11 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.types import ASGIApp
 
 from services.gateway.config import Settings as GatewaySettings
+from services.renders.uploads import EXAMPLE_PNG_BASE64
 from shared.http import MAX_BODY_BYTES, create_app
 from shared.responses import JsonResponse
 from shared.settings import ServiceSettings
+from shared.testing.attacks import address_of, flood, request_head, trickle
 from shared.testing.fixtures import PluginUser, Stack, run_cli, sign_up
 from shared.testing.renders import submission
 from shared.testing.servers import serve_in_thread
@@ -36,104 +35,8 @@ pytestmark = pytest.mark.timeout(240)
 DEFAULTS = GatewaySettings(app_env="dev")  # the defaults the session stack runs with
 
 
-@dataclass
-class RawAnswer:
-    status: int | None  # None: the server never answered
-    closed: bool  # the server closed the connection after answering
-    body: bytes
-
-
-def _address(stack: Stack) -> tuple[str, int]:
-    parts = urlsplit(stack.gateway_url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    return parts.hostname, parts.port
-
-
-def _head(method: str, path: str, headers: dict[str, str]) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: gateway", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-async def _read_answer(reader: asyncio.StreamReader, first: bytes) -> RawAnswer:
-    data = first
-    closed = False
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            more = await asyncio.wait_for(reader.read(65536), timeout=deadline - time.monotonic())
-        except TimeoutError:
-            break
-        except ConnectionError:  # reset: what the client had still in flight met a closed socket
-            closed = True
-            break
-        if not more:
-            closed = True
-            break
-        data += more
-        if b"\r\n\r\n" in data and b"connection: close" not in data.lower():
-            break  # a keep-alive answer: the connection is not expected to close
-    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else None
-    return RawAnswer(status, closed, data.partition(b"\r\n\r\n")[2])
-
-
-async def trickle(
-    address: tuple[str, int], head: bytes, *, chunked: bool, period: float = 0.5, give_up_after: float = 30.0
-) -> RawAnswer:
-    """Send ``head``, then one byte of body every ``period`` seconds until the server answers."""
-    reader, writer = await asyncio.open_connection(*address)
-    try:
-        writer.write(head)
-        await writer.drain()
-        first = asyncio.ensure_future(reader.read(65536))
-        deadline = time.monotonic() + give_up_after
-        while time.monotonic() < deadline:
-            done, _ = await asyncio.wait({first}, timeout=period)
-            if done:
-                return await _read_answer(reader, first.result())
-            try:
-                writer.write(b"1\r\nx\r\n" if chunked else b"x")
-                await writer.drain()
-            except ConnectionError:
-                return await _read_answer(reader, await first)
-        first.cancel()
-        return RawAnswer(None, False, b"")
-    finally:
-        writer.close()
-
-
-async def flood(
-    address: tuple[str, int], size: int, head: bytes, *, chunked: bool, chunk: int = 64 * 1024
-) -> tuple[RawAnswer, int]:
-    """Send ``size`` bytes of body as fast as the server takes them; returns its answer and the bytes it took."""
-    reader, writer = await asyncio.open_connection(*address)
-    sent = 0
-    try:
-        writer.write(head)  # buffered: a refused body shows in the answer, not here
-        first = asyncio.ensure_future(reader.read(65536))
-        block = b"x" * chunk
-        while sent < size and not first.done():
-            piece = (f"{len(block):x}\r\n".encode() + block + b"\r\n") if chunked else block
-            try:
-                writer.write(piece)
-                await asyncio.wait_for(writer.drain(), timeout=10)
-            except (ConnectionError, TimeoutError):
-                break
-            sent += len(block)
-        if chunked and sent >= size and not first.done():
-            with contextlib.suppress(ConnectionError):
-                writer.write(b"0\r\n\r\n")
-        try:
-            answer = await _read_answer(reader, await asyncio.wait_for(first, timeout=30))
-        except ConnectionError:  # reset before its answer could be read: no answer at all
-            answer = RawAnswer(None, True, b"")
-        return answer, sent
-    finally:
-        writer.close()
-
-
 def _bearer_head(method: str, path: str, user: PluginUser, **extra: str) -> bytes:
-    return _head(
+    return request_head(
         method, path, {"Authorization": f"Bearer {user.access_token}", "Content-Type": "application/json", **extra}
     )
 
@@ -153,14 +56,19 @@ async def _victim(client: httpx.AsyncClient, victim: PluginUser, stop: asyncio.E
         ("GET", "/api/plugins/auth/me", None),
         ("POST", "/api/plugins/projects", {"name": f"p-{uuid.uuid4().hex[:6]}"}),
         ("GET", "/api/plugins/keys", None),
-        ("POST", "/api/plugins/renders", submission()),
+        # Through the whole upload path every time; one Idempotency-Key, so one render (its processing is not
+        # what this test is about).
+        ("POST", "/api/plugins/renders", submission(uploadedImageData=EXAMPLE_PNG_BASE64)),
     ]
     index = 0
     while not stop.is_set():
         method, path, body = calls[index % len(calls)]
         index += 1
         started = time.perf_counter()
-        response = await client.request(method, path, json=body, headers=victim.bearer)
+        headers = (
+            {**victim.bearer, "Idempotency-Key": f"victim-{victim.user_id}"} if method == "POST" else victim.bearer
+        )
+        response = await client.request(method, path, json=body, headers=headers)
         seen.append((response.status_code, time.perf_counter() - started))
         await asyncio.sleep(0.05)
     return seen
@@ -173,11 +81,11 @@ async def test_a_slow_body_flood_from_one_account_costs_other_users_nothing(
     victims = [await sign_up(client) for _ in range(4)]
     for victim in victims:  # enough credits for every render they submit during the attack
         assert run_cli(stack, "grant-credits", victim.email, "1000").returncode == 0
-    address = _address(stack)
+    address = address_of(stack.gateway_url)
     heads = [
         _bearer_head("POST", "/api/plugins/keys", attacker, **{"Transfer-Encoding": "chunked"}),
         _bearer_head("POST", "/api/plugins/renders", attacker, **{"Content-Length": str(1024 * 1024)}),
-        _bearer_head("POST", "/api/plugins/projects", attacker, **{"Content-Length": "100000"}),
+        _bearer_head("POST", "/api/plugins/projects", attacker, **{"Content-Length": "50000"}),
     ]
     stop = asyncio.Event()
     victim_tasks = [asyncio.create_task(_victim(client, v, stop)) for v in victims]
@@ -219,7 +127,7 @@ async def test_event_streams_are_capped_per_caller_and_a_closed_one_frees_its_pl
     accepted = await client.post("/api/plugins/renders", json=submission(), headers=hoarder.bearer)
     assert accepted.status_code == 202, accepted.text
     events = f"/api/plugins/renders/{accepted.json()['data']['renderId']}/events"
-    address = _address(stack)
+    address = address_of(stack.gateway_url)
     head = _bearer_head("GET", events, hoarder)
     # Streams of a finished render end at once; hold them open by never reading past the first bytes.
     opened: list[asyncio.StreamWriter] = []
@@ -269,7 +177,7 @@ async def _json_routes(client: httpx.AsyncClient) -> list[tuple[str, str]]:
 async def test_chunked_oversize_bodies_are_refused_at_the_cap_on_every_json_route_and_renders(
     stack: Stack, client: httpx.AsyncClient, user: PluginUser
 ) -> None:
-    address = _address(stack)
+    address = address_of(stack.gateway_url)
     routes = await _json_routes(client)
     for method, path in routes:
         if (method, path) == ("POST", "/api/plugins/renders"):
@@ -300,11 +208,8 @@ async def test_chunked_oversize_bodies_are_refused_at_the_cap_on_every_json_rout
 )
 async def test_every_service_counts_the_bytes_of_a_chunked_body_itself(stack: Stack, service: str, path: str) -> None:
     """Behind the gateway too: a service reached with a chunked body over its cap answers 413 at the cap."""
-    parts = urlsplit(stack.service_urls[service])
-    assert parts.hostname is not None
-    assert parts.port is not None
-    head = _head("POST", path, {"Transfer-Encoding": "chunked", "Content-Type": "application/json"})
-    answer, sent = await flood((parts.hostname, parts.port), 32 * 1024 * 1024, head, chunked=True)
+    head = request_head("POST", path, {"Transfer-Encoding": "chunked", "Content-Type": "application/json"})
+    answer, sent = await flood(address_of(stack.service_urls[service]), 32 * 1024 * 1024, head, chunked=True)
     assert answer.status == 413, answer
     assert b'"errorCode":"PAYLOAD_TOO_LARGE"' in answer.body
     assert sent < MAX_BODY_BYTES + 8 * 1024 * 1024
@@ -339,16 +244,14 @@ def _body_app() -> ASGIApp:
 @pytest.mark.parametrize("chunked", [True, False])
 async def test_the_app_factory_caps_every_body_as_it_arrives(chunked: bool) -> None:
     with serve_in_thread(_body_app()) as url:
-        parts = urlsplit(url)
-        assert parts.hostname is not None
-        assert parts.port is not None
-        address = (parts.hostname, parts.port)
+        address = address_of(url)
         framing = {"Transfer-Encoding": "chunked"} if chunked else {"Content-Length": str(MAX_BODY_BYTES + 1)}
+        head = request_head("POST", "/echo-size", framing)
         if chunked:
-            answer, sent = await flood(address, 16 * MAX_BODY_BYTES, _head("POST", "/echo-size", framing), chunked=True)
+            answer, sent = await flood(address, 16 * MAX_BODY_BYTES, head, chunked=True)
             assert sent < 8 * MAX_BODY_BYTES
         else:  # declared over the cap: refused before a byte is read
-            answer, sent = await flood(address, 0, _head("POST", "/echo-size", framing), chunked=False)
+            answer, sent = await flood(address, 0, head, chunked=False)
         assert answer.status == 413
         assert b"PAYLOAD_TOO_LARGE" in answer.body
         async with httpx.AsyncClient(base_url=url) as http:

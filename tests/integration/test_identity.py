@@ -14,9 +14,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from services.gateway.main import create_app as create_gateway
+from services.gateway.main import create_listeners
 from shared import apikeys
-from shared.identity import Identity, sign_identity
+from shared.identity import Identity
 from shared.testing.fixtures import PluginUser, Stack, gateway_settings, run_cli, sign_up
+from shared.testing.identity import gateway_token
 from shared.testing.kafka import wait_until
 from shared.testing.servers import serve_in_thread
 
@@ -364,10 +366,8 @@ async def test_operator_routes_refuse_plugin_users(client: httpx.AsyncClient, al
 
 
 async def test_spoofed_identity_is_ignored(client: httpx.AsyncClient, stack: Stack, alice: PluginUser) -> None:
-    from shared.settings import ServiceSettings
-
-    secret = ServiceSettings(app_env="dev").internal_identity_secret
-    forged = sign_identity(Identity(user_id=alice.user_id, auth_method="bearer", scopes=ALL_SCOPES), secret)
+    # Signed with the stack's real gateway key: still stripped, since a client never speaks for the gateway.
+    forged = gateway_token(Identity(user_id=alice.user_id, auth_method="bearer", scopes=ALL_SCOPES))
     headers = {"X-Internal-Identity": forged, "X-User-Id": alice.user_id}
     assert_error(await client.get("/api/plugins/auth/me", headers=headers), 401, "AUTH_REQUIRED")
     assert_error(await client.get("/api/plugins/keys", headers=headers), 401, "AUTH_REQUIRED")
@@ -446,21 +446,27 @@ async def ready(client: httpx.AsyncClient) -> bool:
 
 
 @pytest.fixture
-async def second_gateway(stack: Stack) -> AsyncIterator[str]:
-    with serve_in_thread(create_gateway(gateway_settings(stack))) as url:
-        yield url
+async def second_gateway(stack: Stack) -> AsyncIterator[tuple[str, str]]:
+    """Another replica: its public URL and its internal listener's (readiness)."""
+    listeners = create_listeners(gateway_settings(stack))
+    with serve_in_thread(listeners.public) as url, serve_in_thread(listeners.internal) as internal_url:
+        yield url, internal_url
 
 
 async def test_revocation_reaches_a_second_gateway_within_one_second(
-    client: httpx.AsyncClient, alice: PluginUser, second_gateway: str
+    client: httpx.AsyncClient, alice: PluginUser, second_gateway: tuple[str, str]
 ) -> None:
     created = await create_key(client, alice)
     headers = {"X-Api-Key": str(created["key"])}
-    async with httpx.AsyncClient(base_url=second_gateway, timeout=5) as other:
+    public_url, internal_url = second_gateway
+    async with (
+        httpx.AsyncClient(base_url=public_url, timeout=5) as other,
+        httpx.AsyncClient(base_url=internal_url, timeout=5) as other_internal,
+    ):
         # Both replicas have the key cached.
         assert (await client.get("/api/plugins/auth/me", headers=headers)).status_code == 200
         assert (await other.get("/api/plugins/auth/me", headers=headers)).status_code == 200
-        await wait_until(lambda: ready(other), wait_seconds=30)  # listening to apikey.events
+        await wait_until(lambda: ready(other_internal), wait_seconds=30)  # listening to apikey.events
         started = time.monotonic()
         assert (await client.delete(f"/api/plugins/keys/{created['id']}", headers=alice.bearer)).status_code == 200
         while True:

@@ -14,6 +14,7 @@ import copy
 import importlib
 import importlib.util
 import ipaddress
+import json
 import re
 import tomllib
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from pydantic_settings import BaseSettings
 from shared.devstack.processes import PROCESS_PORT_VARIABLES, ProcessSpec, gateway_upstream_env
 from shared.events.topics import CONSUMER_GROUPS, all_topics
 from shared.http import health_router
+from shared.keys import SERVICE_CALLERS, generate_private_text, load_private_key, public_text
 from shared.settings import PLACEHOLDER_MARK, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +62,22 @@ DEV_ONLY_ENVIRONMENT = {"VAR_DIR", "CI"}
 WRITABLE_PATH_SETTINGS = {"STORAGE_DIR": {"gateway", "renders-api", "render-worker"}, "AUTH_SIGNING_KEYS_DIR": {"auth"}}
 # Processes of a package that opens storage only to sign download URLs (webhook bodies): no files, no volume.
 URL_SIGNING_ONLY = {"webhooks-api", "webhooks-dispatcher"}
-SENSITIVE = {"DATABASE_URL", "GEMINI_API_KEY", "AUTH_SIGNING_KEYS", "S3_ACCESS_KEY_ID"}
+SENSITIVE = {
+    "DATABASE_URL",
+    "GEMINI_API_KEY",
+    "AUTH_SIGNING_KEYS",
+    "S3_ACCESS_KEY_ID",
+    "GATEWAY_IDENTITY_PRIVATE_KEY",
+    "SERVICE_IDENTITY_KEY",
+}
+# Private keys, each in the Secret of the one Deployment that signs with it: the gateway's identity key (the only
+# key that mints user and operator identities), auth's token keys, and the service key of each process that calls
+# another's /internal API (shared.keys.SERVICE_CALLERS, by Deployment name).
+PRIVATE_KEYS = {
+    "GATEWAY_IDENTITY_PRIVATE_KEY": {"gateway"},
+    "AUTH_SIGNING_KEYS": {"auth"},
+    "SERVICE_IDENTITY_KEY": {"gateway", "auth", "renders-api", "credits"},
+}
 NON_PUBLIC_NETWORKS = {
     "10.0.0.0/8",
     "172.16.0.0/12",
@@ -297,10 +314,17 @@ def environ_reads() -> set[str]:
     return found
 
 
+def secret_data(secret: Doc) -> dict[str, str]:
+    return {**secret.get("stringData", {}), **secret.get("data", {})}
+
+
 def config_and_secret(docs: list[Doc]) -> tuple[dict[str, str], dict[str, str]]:
+    """The shared ConfigMap, and every variable of the platform's Secrets (shared and per-Deployment) together."""
     config = one(docs, "ConfigMap", "platform-config")["data"]
-    secret = one(docs, "Secret", "platform-secrets")
-    return config, {**secret.get("stringData", {}), **secret.get("data", {})}
+    secrets: dict[str, str] = {}
+    for secret in of_kind(docs, "Secret").values():
+        secrets.update(secret_data(secret))
+    return config, secrets
 
 
 def provided_env(docs: list[Doc], deployment: Doc) -> dict[str, str]:
@@ -636,10 +660,27 @@ def test_container_ports_are_the_ports_the_processes_bind(build: str, monkeypatc
         env = provided_env(docs, deployment)
         devstack_name = next(k for k in PROCESS_PORT_VARIABLES if DEVSTACK_NAMES.get(k, k) == name)
         variable = PROCESS_PORT_VARIABLES[devstack_name]
-        (port,) = [p["containerPort"] for p in container(deployment)["ports"]]
-        assert int(env[variable]) == port, f"{name}: {variable}={env[variable]} but containerPort {port}"
+        ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+        assert int(env[variable]) == ports["http"], f"{name}: {variable}={env[variable]} but containerPort {ports}"
+        if name == "gateway":
+            assert int(env["GATEWAY_INTERNAL_PORT"]) == ports["internal"]
+            assert set(ports) == {"http", "internal"}
+        else:
+            assert set(ports) == {"http"}
     config, _ = config_and_secret(docs)
     assert config["GATEWAY_HOST"] == "0.0.0.0", "the gateway must listen on the pod IP"
+    assert config["BIND_HOST"] == "0.0.0.0", "the gateway's internal listener (and every service) on the pod IP"
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_the_gateway_probes_its_internal_listener_which_no_service_exposes(build: str) -> None:
+    """Probes and metrics are on the gateway's internal port; the Service (hence the Ingress) carries only http."""
+    docs = built(build)
+    c = container(one(docs, "Deployment", "gateway"))
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["httpGet"]["port"] == "internal", probe
+    service = one(docs, "Service", "gateway")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -740,7 +781,8 @@ def test_every_setting_a_process_reads_is_provided(build: str) -> None:
     for name, deployment in of_kind(docs, "Deployment").items():
         provided = provided_env(docs, deployment)
         fields = env_names(settings_class(PROCESSES[name][0]))
-        missing = sorted(min(names) for names in fields.values() if not names & set(provided))
+        withheld = {key for key, holders in PRIVATE_KEYS.items() if name not in holders}  # on purpose
+        missing = sorted(min(names) for names in fields.values() if not names & (set(provided) | withheld))
         assert not missing, f"{name} reads settings the manifests do not set: {missing}"
         ambiguous = sorted(sorted(names & set(provided)) for names in fields.values() if len(names & set(provided)) > 1)
         assert not ambiguous, f"{name}: one setting given under two names {ambiguous}"
@@ -778,16 +820,19 @@ def test_secrets_stay_out_of_the_configmap(build: str) -> None:
 def test_the_secret_template_holds_placeholders_that_production_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
     docs = built("base")
     _, secret = config_and_secret(docs)
-    for name in ("INTERNAL_IDENTITY_SECRET", "STORAGE_SIGNING_SECRET"):
+    for name in ("STORAGE_SIGNING_SECRET",):
         assert PLACEHOLDER_MARK in secret[name], f"{name}: the template must not carry a usable secret"
     for name, value in secret.items():
         assert value == "" or PLACEHOLDER_MARK in value, f"{name}: a template value that looks real"
-    example = env_file(K8S / "overlays/prod/secrets.env.example")
-    assert set(example) | {"AUTH_SIGNING_KEYS"} == set(secret), "secrets.env.example lists every secret"
+    examples = set().union(*(env_file(p) for p in (K8S / "overlays/prod").glob("*.env.example")))
+    assert examples | {"AUTH_SIGNING_KEYS"} == set(secret), "the *.env.example files list every secret"
     _set_environment(monkeypatch, docs, one(docs, "Deployment", "gateway"))
     monkeypatch.setenv("APP_ENV", "production")
     with pytest.raises(ValidationError, match="placeholder"):
         settings_class("services.gateway.config")()
+    monkeypatch.setenv("STORAGE_SIGNING_SECRET", "1" * 64)
+    with pytest.raises(ValidationError, match="INTERNAL_IDENTITY_PUBLIC_KEY is not set"):
+        settings_class("services.gateway.config")()  # the template's empty keys are the dev keys: refused
 
 
 def _set_environment(monkeypatch: pytest.MonkeyPatch, docs: list[Doc], deployment: Doc) -> None:
@@ -812,13 +857,48 @@ def test_the_dev_overlay_configuration_is_accepted_by_each_process(name: str, mo
 def test_the_prod_configuration_with_real_secrets_is_accepted(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     docs = built("overlays/prod")
     _set_environment(monkeypatch, docs, one(docs, "Deployment", name))
-    monkeypatch.setenv("INTERNAL_IDENTITY_SECRET", "0" * 64)
     monkeypatch.setenv("STORAGE_SIGNING_SECRET", "1" * 64)
+    gateway, own = generate_private_text(), generate_private_text()
+    monkeypatch.setenv("INTERNAL_IDENTITY_PUBLIC_KEY", public_text(load_private_key(gateway)))
+    monkeypatch.setenv("SERVICE_IDENTITY_PUBLIC_KEYS", json.dumps({"auth": public_text(load_private_key(own))}))
+    for key, holders in PRIVATE_KEYS.items():
+        if name in holders and key != "AUTH_SIGNING_KEYS":
+            monkeypatch.setenv(key, gateway if key == "GATEWAY_IDENTITY_PRIVATE_KEY" else own)
     settings = settings_class(PROCESSES[name][0])()
     assert settings.app_env == "production"
     assert not settings.allow_private_networks
     assert settings.storage_backend == "s3"
     assert settings.s3_bucket
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_each_private_key_reaches_only_the_deployment_that_signs_with_it(build: str) -> None:
+    """Code execution in any other pod (the render worker decoding untrusted images, the webhooks dispatcher) finds
+    no key that mints a user or operator identity, and no other service's key."""
+    docs = built(build)
+    config, _ = config_and_secret(docs)
+    assert not set(PRIVATE_KEYS) & set(config), "private keys never in the ConfigMap"
+    for name, deployment in of_kind(docs, "Deployment").items():
+        provided = provided_env(docs, deployment)
+        for key, holders in PRIVATE_KEYS.items():
+            assert (key in provided) is (name in holders), f"{name}: {key} {'missing' if name in holders else 'leaks'}"
+        refs = [s["secretRef"]["name"] for s in container(deployment).get("envFrom", []) if "secretRef" in s]
+        own = [ref for ref in refs if ref != "platform-secrets"]
+        assert own == ([f"{name}-keys"] if name in PRIVATE_KEYS["SERVICE_IDENTITY_KEY"] else []), name
+        volumes = deployment["spec"]["template"]["spec"].get("volumes", [])
+        assert all("secret" not in v for v in volumes), f"{name}: no Secret mounted as a volume either"
+    shared = secret_data(one(docs, "Secret", "platform-secrets"))
+    assert not set(PRIVATE_KEYS) & set(shared), "the Secret every pod loads holds no private key"
+    for job in of_kind(docs, "Job").values():
+        pod = job["spec"]["template"]["spec"]
+        loaded = {s["secretRef"]["name"] for c in pod["containers"] for s in c.get("envFrom", []) if "secretRef" in s}
+        assert loaded <= {"platform-secrets"}, "the migration Job signs nothing"
+
+
+def test_the_service_keys_are_those_of_the_services_that_call_another() -> None:
+    """shared.keys.SERVICE_CALLERS (who may present a service credential) and the manifests name the same set."""
+    deployment_of = {"renders": "renders-api"}
+    assert {deployment_of.get(s, s) for s in SERVICE_CALLERS} == PRIVATE_KEYS["SERVICE_IDENTITY_KEY"]
 
 
 def test_auth_and_gateway_agree_on_issuer_and_audience() -> None:
