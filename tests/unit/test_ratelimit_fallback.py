@@ -7,15 +7,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
+from services.gateway import ratelimit
 from services.gateway.ratelimit import SLIDING_WINDOW, LocalWindows, RateLimiter
 from shared.engines import EmbeddedRedis, free_port
 
 
 def client(port: int) -> Redis:
     return Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=1, socket_connect_timeout=1)
+
+
+@pytest.fixture(autouse=True)
+def uncached_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A logger bound at first use under ``capture_logs``: the module's own may be cached by an earlier test's
+    ``configure_logging`` (``cache_logger_on_first_use``), and then nothing would reach the capture."""
+    monkeypatch.setattr(ratelimit, "log", structlog.get_logger(ratelimit.__name__))
 
 
 @pytest.fixture
