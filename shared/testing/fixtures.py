@@ -90,8 +90,8 @@ def postgres_server_url(engine_dir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def migrated_database(server_url: str) -> Iterator[str]:
-    """Create a uniquely named database, apply every service's migrations, drop it afterwards."""
+def empty_database(server_url: str) -> Iterator[str]:
+    """Create a uniquely named, empty database; drop it afterwards (whoever is still connected)."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     admin = plain_dsn(server_url)
 
@@ -103,12 +103,18 @@ def migrated_database(server_url: str) -> Iterator[str]:
             await conn.close()
 
     _run(admin_exec(f'CREATE DATABASE "{name}"'))
-    url = server_url.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
     try:
-        yield url
+        yield server_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
         _run(admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def migrated_database(server_url: str) -> Iterator[str]:
+    """A fresh database with every service's migrations applied; dropped afterwards."""
+    with empty_database(server_url) as url:
+        upgrade(url)
+        yield url
 
 
 def _run(coro: Coroutine[Any, Any, object]) -> None:
@@ -178,6 +184,17 @@ def redis_url(engine_dir: Path) -> Iterator[str]:
     server.start()
     try:
         yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test alone, to stop or restart mid-test (the session's Redis is never touched)."""
+    server = EmbeddedRedis(free_port(), tmp_path / "redis")
+    server.start()
+    try:
+        yield server
     finally:
         server.stop()
 

@@ -1,7 +1,6 @@
 """Migration 0004 on existing rows: emails normalised, colliding spellings kept and flagged (nothing lost),
 API keys numbered in creation order; the downgrade gives every row its old spelling back."""
 
-import uuid
 from collections.abc import Iterator
 
 import asyncpg
@@ -10,29 +9,15 @@ from alembic import command
 
 from shared.db import plain_dsn
 from shared.migrations import alembic_config
-from shared.testing.fixtures import _run
+from shared.testing.fixtures import empty_database
 
 
 @pytest.fixture
 def auth_at_0003(postgres_server_url: str) -> Iterator[str]:
     """A database of this test with auth's schema at revision 0003 (before normalisation)."""
-    name = f"test_mig_{uuid.uuid4().hex[:10]}"
-    admin = plain_dsn(postgres_server_url)
-
-    async def admin_exec(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    _run(admin_exec(f'CREATE DATABASE "{name}"'))
-    url = postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
-    command.upgrade(alembic_config("auth", url), "0003")
-    try:
+    with empty_database(postgres_server_url) as url:
+        command.upgrade(alembic_config("auth", url), "0003")
         yield url
-    finally:
-        _run(admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 ROWS = [

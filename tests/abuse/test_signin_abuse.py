@@ -13,14 +13,11 @@ import itertools
 import random
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from services.gateway.main import create_app as create_gateway
-from shared.engines import EmbeddedRedis, free_port
+from shared.engines import EmbeddedRedis
 from shared.testing.fixtures import PluginUser, Stack, gateway_settings, sign_up
 from shared.testing.servers import serve_in_thread
 
@@ -140,17 +137,6 @@ async def test_every_spelling_is_one_account_with_one_limit(gateway_client: http
     ok = await signin_after_lockout(gateway_client, variants[1], owner.password, within=40)
     assert ok.status_code == 200, ok.text
     assert ok.json()["user"]["id"] == owner.user_id
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis of this test alone (it is stopped mid-test; the session's Redis is never touched)."""
-    server = EmbeddedRedis(free_port(), tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_limits_hold_with_redis_stopped(stack: Stack, own_redis: EmbeddedRedis) -> None:

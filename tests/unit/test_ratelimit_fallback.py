@@ -3,7 +3,6 @@ one log line per switch, back to Redis once it answers (real redis-server from t
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,16 +24,6 @@ def uncached_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """A logger bound at first use under ``capture_logs``: the module's own may be cached by an earlier test's
     ``configure_logging`` (``cache_logger_on_first_use``), and then nothing would reach the capture."""
     monkeypatch.setattr(ratelimit, "log", structlog.get_logger(ratelimit.__name__))
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(free_port(), tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def at_window_start(window: int) -> None:
@@ -78,19 +67,19 @@ def test_local_memory_is_bounded_and_old_windows_are_dropped() -> None:
 
 
 async def test_falls_back_when_redis_stops_and_returns_when_it_answers(
-    redis_server: EmbeddedRedis, tmp_path: Path
+    own_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    redis = client(redis_server.port)
+    redis = client(own_redis.port)
     limiter = RateLimiter(redis, window_seconds=30)
     limiter.RETRY_REDIS_SECONDS = 0.2
     with capture_logs() as logs:
         assert (await limiter.check("api", "u1", 100)).allowed
         assert await redis.keys("rl:api:u1:*"), "counted in Redis while it answers"
-        redis_server.stop()
+        own_redis.stop()
         for _ in range(3):
             assert (await limiter.check("api", "u1", 100)).allowed
         assert limiter.using_fallback
-        restarted = EmbeddedRedis(redis_server.port, tmp_path / "redis-again")
+        restarted = EmbeddedRedis(own_redis.port, tmp_path / "redis-again")
         restarted.start()
         try:
             await asyncio.sleep(0.3)
