@@ -23,6 +23,7 @@ from typing import IO
 from starlette.types import Receive
 
 from services.gateway.errors import ClientGoneError, PayloadTooLargeError, RequestTimeoutError
+from services.gateway.isolation import REFUSED
 
 IN_MEMORY_BYTES = 1024 * 1024
 CHUNK_BYTES = 256 * 1024
@@ -100,6 +101,7 @@ async def receive_body(receive: Receive, policy: BodyPolicy, declared: int | Non
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(timeout, 0.0))
             except TimeoutError:
+                REFUSED.labels("body too slow").inc()
                 raise RequestTimeoutError(
                     "The request body did not arrive in time",
                     details={"receivedBytes": body.size, "minBytesPerSecond": policy.min_rate},
@@ -120,6 +122,7 @@ async def receive_body(receive: Receive, policy: BodyPolicy, declared: int | Non
 
 def too_large(limit: int) -> PayloadTooLargeError:
     """413; the connection is closed after it, as the rest of the body is never read."""
+    REFUSED.labels("body too large").inc()
     return PayloadTooLargeError(
         f"Request body over {limit} bytes", details={"limit": limit}, headers={"Connection": "close"}
     )

@@ -12,9 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from prometheus_client import Counter
+
 from services.gateway.errors import RateLimitedError
 
 RETRY_AFTER_SECONDS = 1
+REFUSED = Counter(
+    "plugin_gateway_protective_refusals",
+    "Requests the gateway refused to protect other callers: a caller over its open requests or streams, a body "
+    "too slow (408) or too large (413)",
+    ["reason"],
+)
 
 
 class OpenSlots:
@@ -33,6 +41,7 @@ class OpenSlots:
         """One slot for the duration of the block, or ``RateLimitedError`` when the caller has ``cap`` open."""
         held = self._open.get(caller, 0)
         if held >= self.cap:
+            REFUSED.labels(f"too many open {self.what}").inc()
             raise RateLimitedError(
                 f"Too many {self.what} open at once; wait for one to finish",
                 details={"retryAfter": RETRY_AFTER_SECONDS, "limit": self.cap},

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 import structlog
+from prometheus_client import Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -100,6 +101,12 @@ class LocalWindows:
             del self._counts[key]
 
 
+IN_PROCESS = Gauge(
+    "plugin_rate_limit_in_process",
+    "1 while this gateway limits in process because Redis is unreachable (limits are then per replica)",
+)
+
+
 class RateLimiter:
     RETRY_REDIS_SECONDS = 1.0
 
@@ -149,11 +156,13 @@ class RateLimiter:
             self._next_redis_try = now + self.RETRY_REDIS_SECONDS
             if self._redis_down_since is None:
                 self._redis_down_since = now
+                IN_PROCESS.set(1)
                 log.warning("rate_limit_fallback_in_process", error=type(exc).__name__)
             return None
         if self._redis_down_since is not None:
             log.info("rate_limit_redis_back", seconds_in_process=round(now - self._redis_down_since, 1))
             self._redis_down_since = None
+            IN_PROCESS.set(0)
             self.local = LocalWindows(self.local.max_keys)
         return int(allowed), int(estimate), int(current), int(previous)
 

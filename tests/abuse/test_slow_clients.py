@@ -118,6 +118,15 @@ async def test_a_slow_body_flood_from_one_account_costs_other_users_nothing(
     assert p99 < 1.0
     health = await client.get("/api/plugins/health")
     assert health.json()["status"] == "healthy"
+    # Operators see the attack: what the gateway refused to protect the others, by reason.
+    metrics = (await client.get(stack.gateway_internal_url + "/metrics")).text
+    refused = {
+        line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("plugin_gateway_protective_refusals_total{")
+    }
+    assert refused["too many open requests"] >= statuses[429]
+    assert refused["body too slow"] >= statuses[408]
 
 
 async def test_event_streams_are_capped_per_caller_and_a_closed_one_frees_its_place(

@@ -181,6 +181,16 @@ async def test_signup_signin_me_refresh_signout(connect: Connector) -> None:
     assert anonymous.value.error_code == "AUTH_REQUIRED"
 
 
+async def test_listing_keys_follows_the_cursor_to_every_key(connect: Connector) -> None:
+    client, _, _ = await connect.account()
+    created = [await run(client.keys.create(f"machine {i}", RENDER_SCOPES)) for i in range(5)]
+    first = await run(client.keys.page(limit=2))
+    assert [k.id for k in first.keys] == [c.id for c in reversed(created)][:2]
+    assert first.next_cursor
+    listed = await run(client.keys.list(page_size=2))  # three pages
+    assert [k.id for k in listed] == [c.id for c in reversed(created)]
+
+
 async def test_api_keys_create_list_use_and_delete(connect: Connector) -> None:
     client, _, _ = await connect.account()
     created = await run(client.keys.create("SketchUp laptop", RENDER_SCOPES))

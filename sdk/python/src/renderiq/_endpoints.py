@@ -94,8 +94,14 @@ def create_key(name: str, scopes: list[str], expires_at: datetime | None) -> Cal
     return Call("POST", f"{API}/keys", data_of(models.CreatedApiKey), json=body)
 
 
-def list_keys() -> Call[list[models.ApiKey]]:
-    return Call("GET", f"{API}/keys", data_list_of(models.ApiKey))
+def list_keys(limit: int | None, cursor: str | None) -> Call[models.KeysPage]:
+    """``data`` is the page's keys (a list, as it always was); the cursor of the next page sits beside it."""
+
+    def parse(response: httpx.Response) -> models.KeysPage:
+        body = response.json()
+        return models.KeysPage(keys=body["data"], next_cursor=body.get("nextCursor"))
+
+    return Call("GET", f"{API}/keys", parse, params=query(limit=limit, cursor=cursor))
 
 
 def delete_key(key_id: str) -> Call[None]:

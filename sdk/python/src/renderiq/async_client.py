@@ -143,8 +143,13 @@ class AsyncKeys(Resource[AsyncClient]):
     ) -> models.CreatedApiKey:
         return await self._client._run(ep.create_key(name, scopes, expires_at))
 
-    async def list(self) -> builtins.list[models.ApiKey]:
-        return await self._client._run(ep.list_keys())
+    async def list(self, *, page_size: int | None = None) -> builtins.list[models.ApiKey]:
+        """Every key of the account (revoked ones too), newest first, however many pages that takes."""
+        return [key async for key in apaginate(lambda cursor: self.page(limit=page_size, cursor=cursor))]
+
+    async def page(self, *, limit: int | None = None, cursor: str | None = None) -> models.KeysPage:
+        """One page, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+        return await self._client._run(ep.list_keys(limit, cursor))
 
     async def delete(self, key_id: str) -> None:
         await self._client._run(ep.delete_key(key_id))

@@ -146,8 +146,13 @@ class Keys(Resource[Client]):
     def create(self, name: str, scopes: builtins.list[str], expires_at: datetime | None = None) -> models.CreatedApiKey:
         return self._client._run(ep.create_key(name, scopes, expires_at))
 
-    def list(self) -> builtins.list[models.ApiKey]:
-        return self._client._run(ep.list_keys())
+    def list(self, *, page_size: int | None = None) -> builtins.list[models.ApiKey]:
+        """Every key of the account (revoked ones too), newest first, however many pages that takes."""
+        return builtins.list(paginate(lambda cursor: self.page(limit=page_size, cursor=cursor)))
+
+    def page(self, *, limit: int | None = None, cursor: str | None = None) -> models.KeysPage:
+        """One page, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+        return self._client._run(ep.list_keys(limit, cursor))
 
     def delete(self, key_id: str) -> None:
         self._client._run(ep.delete_key(key_id))

@@ -75,6 +75,14 @@ class ApiKey(Model):
     created_at: datetime
 
 
+class KeysPage(CursorPage[ApiKey]):
+    keys: list[ApiKey]
+
+    @property
+    def items(self) -> list[ApiKey]:
+        return self.keys
+
+
 class CreatedApiKey(Model):
     """A new key; ``key`` is shown only once, at creation."""
 
