@@ -7,6 +7,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from shared import identity as identity_module
 from shared.errors import AuthRequiredError
 from shared.identity import (
     Identity,
@@ -54,6 +55,20 @@ def test_expired_token_is_refused() -> None:
     token = sign_identity(Identity(user_id="u1"), GATEWAY, ttl_seconds=-30)  # beyond the clock-skew leeway
     with pytest.raises(AuthRequiredError):
         verify_identity(token, GATEWAY.public_key())
+
+
+def test_a_verified_token_is_remembered_only_for_its_keys_and_its_lifetime() -> None:
+    token = sign_identity(Identity(user_id="u1"), GATEWAY, ttl_seconds=60)
+    assert verify_identity(token, GATEWAY.public_key()).user_id == "u1"  # now remembered
+    with pytest.raises(AuthRequiredError):  # remembered for the key that verified it, not for any other
+        verify_identity(token, Ed25519PrivateKey.generate().public_key())
+    assert verify_identity(token, GATEWAY.public_key()).user_id == "u1"
+    # Expired 4 s ago: still within the clock-skew leeway, for one more second.
+    ending = sign_identity(Identity(user_id="u2"), GATEWAY, ttl_seconds=-(identity_module.CLOCK_SKEW_SECONDS - 1))
+    assert verify_identity(ending, GATEWAY.public_key()).user_id == "u2"
+    time.sleep(1.2)
+    with pytest.raises(AuthRequiredError):  # remembered, but not past its end
+        verify_identity(ending, GATEWAY.public_key())
 
 
 @pytest.mark.parametrize(
