@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from shared.errors import DomainError, ServiceUnavailableError
+from shared.errors import DomainError, PayloadTooLargeError, RateLimitedError, ServiceUnavailableError
+
+__all__ = [
+    "ApiKeyExpiredError",
+    "ApiKeyRevokedError",
+    "AuthRequiredError",
+    "ClientGoneError",
+    "InsufficientPermissionsError",
+    "InvalidApiKeyError",
+    "InvalidTokenError",
+    "PayloadTooLargeError",
+    "RateLimitedError",
+    "RequestTimeoutError",
+    "TokenExpiredError",
+    "UpstreamUnavailableError",
+]
 
 
 class UpstreamUnavailableError(ServiceUnavailableError):
@@ -59,16 +74,6 @@ class InsufficientPermissionsError(DomainError):
         if reason:
             details["reason"] = reason
         super().__init__(reason or f"This credential lacks the {required} scope", details=details)
-
-
-class RateLimitedError(DomainError):
-    status_code = 429
-    error_code = "RATE_LIMIT_EXCEEDED"
-
-
-class PayloadTooLargeError(DomainError):
-    status_code = 413
-    error_code = "PAYLOAD_TOO_LARGE"
 
 
 class RequestTimeoutError(DomainError):

@@ -44,8 +44,8 @@ class OpenSlots:
             REFUSED.labels(f"too many open {self.what}").inc()
             raise RateLimitedError(
                 f"Too many {self.what} open at once; wait for one to finish",
-                details={"retryAfter": RETRY_AFTER_SECONDS, "limit": self.cap},
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                retry_after=RETRY_AFTER_SECONDS,
+                details={"limit": self.cap},
             )
         self._open[caller] = held + 1
         try:

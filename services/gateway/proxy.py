@@ -60,6 +60,7 @@ class Upstreams:
     JWKS, health checks, OpenAPI documents), so no flood of proxied requests can starve those."""
 
     def __init__(self, settings: Settings) -> None:
+        self.base_urls = settings.upstreams()
         self._sessions = {
             name: make_session(settings.upstream_max_connections_per_service, settings) for name in settings.upstreams()
         }

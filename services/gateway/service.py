@@ -65,6 +65,18 @@ class FailureBudget:
         self._windows[ip] = (minute, count + 1 if window == minute else 1)
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What ``handle`` established about a request, handed on rather than worked out again."""
+
+    principal: Principal | None
+    policy: Policy
+    body_policy: BodyPolicy
+    declared: int | None
+    headers: Headers
+    client_ip: str
+
+
 @dataclass
 class Pipeline:
     settings: Settings
@@ -94,11 +106,7 @@ class Pipeline:
             client_ip = scope["client"][0] if scope.get("client") else ""
             blocked_for = self.failures.retry_after(client_ip)
             if blocked_for is not None:
-                raise RateLimitedError(
-                    "Too many failed authentications; retry later",
-                    details={"retryAfter": blocked_for},
-                    headers={"Retry-After": str(blocked_for)},
-                )
+                raise RateLimitedError("Too many failed authentications; retry later", retry_after=blocked_for)
             try:
                 principal = await self.authenticate(headers, policy, request_id)
             except DomainError as exc:
@@ -111,7 +119,14 @@ class Pipeline:
             caller = principal.user_id if principal is not None else "ip:" + client_ip
             slots = self.streams if is_event_stream(scope["method"], scope["path"]) else self.requests
             with slots.hold(caller):
-                await self._admit_and_forward(scope, receive, send, service, principal, policy, body_policy, extra)
+                await self._admit_and_forward(
+                    scope,
+                    receive,
+                    send,
+                    service,
+                    Admission(principal, policy, body_policy, declared, headers, client_ip),
+                    extra,
+                )
         except ClientGoneError:
             log.info("client_gone_before_body", service=service)
         except DomainError as exc:
@@ -133,31 +148,28 @@ class Pipeline:
         receive: Receive,
         send: Send,
         service: str,
-        principal: Principal | None,
-        policy: Policy,
-        body_policy: BodyPolicy,
+        admit: Admission,
         extra: list[tuple[bytes, bytes]],
     ) -> None:
         """Rate-limit, receive the whole body, forward. A request is limited before its body is read, except the
         sign-in family: its limit is per account, which only its (small) body names."""
+        principal, policy = admit.principal, admit.policy
         credentials = policy.access is Access.CREDENTIALS
         if not credentials:
             await self._admit(scope, principal, policy, None, extra)
-        headers = Headers(scope=scope)
-        declared = _declared_length(headers)
-        body = await receive_body(receive, body_policy, declared) if _has_body(scope, declared) else None
+        has_body = _has_body(scope, admit.declared)
+        body = await receive_body(receive, admit.body_policy, admit.declared) if has_body else None
         try:
             if credentials:
                 await self._admit(scope, principal, policy, body.as_bytes() if body is not None else b"", extra)
-            token = self.signer.token(build_identity(principal, scope["state"]["plugin"], headers))
+            token = self.signer.token(build_identity(principal, scope["state"]["plugin"], admit.headers))
             # The raw path and query, byte for byte: an upstream must see exactly what the client sent.
             raw_path = scope.get("raw_path") or scope["path"].encode()
-            url = self.settings.upstreams()[service] + raw_path.decode("latin-1")
+            url = self.upstreams.base_urls[service] + raw_path.decode("latin-1")
             if scope.get("query_string"):
                 url += "?" + scope["query_string"].decode("latin-1")
-            client_ip = scope["client"][0] if scope.get("client") else ""
             request_id = scope["state"]["request_id"]
-            out_headers = upstream_headers(scope["headers"], token, request_id, client_ip, scope["scheme"])
+            out_headers = upstream_headers(scope["headers"], token, request_id, admit.client_ip, scope["scheme"])
             await forward(
                 self.upstreams.session(service),
                 scope,
@@ -186,27 +198,23 @@ class Pipeline:
         if decision is not None:
             extra[:] = decision.headers()
             if not decision.allowed:
-                raise RateLimitedError(
-                    "Too many requests; retry later",
-                    details={"retryAfter": decision.retry_after},
-                    headers={"Retry-After": str(decision.retry_after)},
-                )
+                raise RateLimitedError("Too many requests; retry later", retry_after=decision.retry_after)
+
+    def __post_init__(self) -> None:
+        def policy(limit: int) -> BodyPolicy:
+            s = self.settings
+            return BodyPolicy(limit, s.body_min_bytes_per_second, s.body_grace_seconds, s.body_timeout_seconds)
+
+        self._uploads = policy(self.settings.max_render_body_bytes)
+        self._sign_in = policy(self.settings.max_auth_body_bytes)
+        self._bodies = policy(self.settings.max_body_bytes)
 
     def _body_policy(self, scope: Scope) -> BodyPolicy:
         """Render uploads, the sign-in family and every other body each have their own cap; one pace for all."""
         path = scope["path"]
         if scope["method"] == "POST" and path == "/api/plugins/renders":
-            limit = self.settings.max_render_body_bytes
-        elif path in AUTH_ENTRY_PATHS:
-            limit = self.settings.max_auth_body_bytes
-        else:
-            limit = self.settings.max_body_bytes
-        return BodyPolicy(
-            limit=limit,
-            min_rate=self.settings.body_min_bytes_per_second,
-            grace=self.settings.body_grace_seconds,
-            deadline=self.settings.body_timeout_seconds,
-        )
+            return self._uploads
+        return self._sign_in if path in AUTH_ENTRY_PATHS else self._bodies
 
     async def authenticate(self, headers: Headers, policy: Policy, request_id: str) -> Principal | None:
         """API.md: an ``Authorization`` header alone decides; else ``X-Api-Key``; else anonymous."""
@@ -235,7 +243,7 @@ class Pipeline:
         # and per IP over all accounts, looser (many users can share one NAT address).
         client_ip = scope["client"][0] if scope.get("client") else "unknown"
         per_ip = await self.limiter.check("auth-ip", client_ip, self.settings.auth_ip_rate_limit_per_minute)
-        if per_ip is not None and not per_ip.allowed:
+        if not per_ip.allowed:
             return per_ip
         return await self.limiter.check(
             "auth", f"{client_ip}:{account_of(body)}", self.settings.auth_rate_limit_per_minute
