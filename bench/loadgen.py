@@ -314,6 +314,26 @@ def round_figures(phase: PhaseResult) -> dict[str, Any]:
     }
 
 
+def summary_table(
+    label: str, results: dict[str, list[PhaseResult]], idle_rates: dict[str, float], operation: str = "request"
+) -> dict[str, dict[str, Any]]:
+    """Summarize each named series of rounds and print the median-of-rounds table every benchmark shows (one row
+    per series, then its CPU per operation and process); returns the summaries by name."""
+    print(f"{label:<10}{'requests':>9}{'errors':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'req/s':>8}")
+    summaries: dict[str, dict[str, Any]] = {}
+    for name, phases in results.items():
+        s = summarize(phases, idle_rates)
+        m = s["median_of_rounds"]
+        print(
+            f"{name:<10}{s['requests']:>9}{s['errors']:>8}{m['p50_ms']:>9.1f}{m['p90_ms']:>9.1f}"
+            f"{m['p99_ms']:>9.1f}{m['throughput_rps']:>8.1f}"
+        )
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in s["cpu_ms_per_request"].items())
+        print(f"{'':<10}CPU ms/{operation} net of idle: {cpu}")
+        summaries[name] = s
+    return summaries
+
+
 def summarize(phases: list[PhaseResult], idle_rates: dict[str, float] | None = None) -> dict[str, Any]:
     """Figures of one target: the median over rounds (headline), pooled over rounds, and per round.
 

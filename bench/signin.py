@@ -30,8 +30,17 @@ import typer
 import uvloop
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from bench.loadgen import PhaseResult, Target, build_request, describe_phase, fetch, run_metadata, run_phase, write_json
-from bench.loadgen import summarize as summarize_phases
+from bench.loadgen import (
+    PhaseResult,
+    Target,
+    build_request,
+    describe_phase,
+    fetch,
+    run_metadata,
+    run_phase,
+    summary_table,
+    write_json,
+)
 from bench.stack import RESULTS_DIR, Platform, environment_report, running_platform, sign_up
 from services.auth.config import Settings as AuthSettings
 
@@ -157,18 +166,9 @@ def main(
         f"(Settings defaults; platform started with defaults; stored hash {stored}: "
         f"{'matches' if matches else 'DIFFERS'})"
     )
-    print(f"{'level':<7}{'requests':>9}{'errors':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'req/s':>8}")
-    levels: dict[str, Any] = {}
-    for c, phases in measured["results"].items():
-        s = summarize_phases(phases, background["per_process"])
-        m = s["median_of_rounds"]
-        print(
-            f"{'c' + str(c):<7}{s['requests']:>9}{s['errors']:>8}{m['p50_ms']:>9.1f}{m['p90_ms']:>9.1f}"
-            f"{m['p99_ms']:>9.1f}{m['throughput_rps']:>8.1f}"
-        )
-        cpu = ", ".join(f"{k} {v:.1f}" for k, v in s["cpu_ms_per_request"].items())
-        print(f"        CPU ms/sign-in net of idle: {cpu}")
-        levels[f"c{c}"] = {"concurrency": c, **s}
+    by_level = {f"c{c}": phases for c, phases in measured["results"].items()}
+    summaries = summary_table("level", by_level, background["per_process"], operation="sign-in")
+    levels = {name: {"concurrency": int(name[1:]), **s} for name, s in summaries.items()}
     print(f"argon2id verify alone: {measured['argon2_verify_alone_ms']:.1f} ms")
     write_json(
         output,

@@ -31,8 +31,16 @@ import httpx
 import typer
 import uvloop
 
-from bench.loadgen import PhaseResult, Target, build_request, describe_phase, run_metadata, run_phase, write_json
-from bench.loadgen import summarize as summarize_phases
+from bench.loadgen import (
+    PhaseResult,
+    Target,
+    build_request,
+    describe_phase,
+    run_metadata,
+    run_phase,
+    summary_table,
+    write_json,
+)
 from bench.stack import (
     RESULTS_DIR,
     BenchUser,
@@ -185,18 +193,7 @@ def main(
         measured = runner.run(measure(platform, pids, victims, concurrency, connections, seconds, rounds))
     print()
     print(f"victims' requests, median of rounds ({connections} slow attacker connections in the flood phase)")
-    print(f"{'phase':<10}{'requests':>9}{'errors':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'req/s':>8}")
-    phases: dict[str, Any] = {}
-    for name, results in measured["results"].items():
-        s = summarize_phases(results, background["per_process"])
-        m = s["median_of_rounds"]
-        print(
-            f"{name:<10}{s['requests']:>9}{s['errors']:>8}{m['p50_ms']:>9.1f}{m['p90_ms']:>9.1f}"
-            f"{m['p99_ms']:>9.1f}{m['throughput_rps']:>8.1f}"
-        )
-        cpu = ", ".join(f"{k} {v:.2f}" for k, v in s["cpu_ms_per_request"].items())
-        print(f"          CPU ms/request net of idle: {cpu}")
-        phases[name] = s
+    phases = summary_table("phase", measured["results"], background["per_process"])
     print(f"attacker's answers: {measured['attacker_answers']}")
     write_json(
         output,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.errors import AuthRequiredError, DomainError, NotFoundError
+from shared.errors import AuthRequiredError, DomainError, NotFoundError, RateLimitedError
 
 __all__ = [
     "AlreadyExistsError",
@@ -62,18 +62,11 @@ class ApiKeyRefusedError(DomainError):
     status_code = 401
 
 
-class SigninLockedError(DomainError):
+class SigninLockedError(RateLimitedError):
     """Too many failed sign-ins on this address (``services.auth.lockout``); the password was not checked."""
 
-    status_code = 429
-    error_code = "RATE_LIMIT_EXCEEDED"
-
     def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            "Too many failed sign-ins for this account; retry later",
-            details={"retryAfter": retry_after},
-            headers={"Retry-After": str(retry_after)},
-        )
+        super().__init__("Too many failed sign-ins for this account; retry later", retry_after=retry_after)
 
 
 class TooManyKeysError(DomainError):
